@@ -1,0 +1,113 @@
+"""The interface every puzzle task offers, and the task registry.
+
+Training, evaluation and the solve command only ever talk to a `Task`; they never
+branch on the task name beyond `get_task`.
+
+Conventions
+- `Examples` is a dict of numpy arrays that all share the leading dimension N. What
+  keys a task stores is its own business (Sudoku: `puzzle`, `solution`, `order`, ...).
+- MDM layout: `tokens` int32[N, L] holds the clean sequence x0; `maskable` bool[N, L]
+  is False on prompt (clue) and padding positions, True on answer positions. Generation
+  starts from `tokens` with every maskable position set to `mask_id`.
+- ARM layout: `tokens` int32[N, L'], `loss_mask` bool[N, L'] (True where the target
+  token at that position is part of the answer: the loss for predicting tokens[:, i]
+  from tokens[:, :i] counts iff loss_mask[:, i]); `prompt_len` int32[N].
+- `check` scores sequences in the MDM layout; `arm_decode` maps ARM outputs there.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+Examples = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Static shape facts of a token layout."""
+  seq_len: int
+  vocab_size: int  # every token id is in [0, vocab_size); MDM layouts include MASK
+  mask_id: int | None = None  # MDM layouts only
+
+
+class Task(abc.ABC):
+  """One puzzle family with fixed parameters (e.g. Sudoku 3x3 boxes)."""
+
+  name: ClassVar[str]
+  splits: ClassVar[tuple[str, ...]] = ("train", "test")
+  arm_orderings: ClassVar[tuple[str, ...]] = ()
+
+  @abc.abstractmethod
+  def params(self) -> dict[str, Any]:
+    """JSON-serialisable parameters; `get_task(self.name, **self.params())` rebuilds it."""
+
+  @abc.abstractmethod
+  def generate(self, split: str, num: int, seed: int) -> Examples:
+    """`num` examples of `split`, a pure function of (params, split, num, seed)."""
+
+  @abc.abstractmethod
+  def mdm_layout(self) -> Layout:
+    ...
+
+  @abc.abstractmethod
+  def mdm_encode(self, examples: Examples) -> dict[str, np.ndarray]:
+    """-> {'tokens': int32[N, L], 'maskable': bool[N, L]}."""
+
+  @abc.abstractmethod
+  def check(self, examples: Examples, tokens_NxL: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores generated MDM-layout sequences.
+
+    -> {'solved': bool[N] (the whole puzzle is valid and complete),
+        'correct': bool[N, L] (per-position correctness; meaningful on maskable positions)}
+    """
+
+  def arm_layout(self, ordering: str) -> Layout:
+    raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
+
+  def arm_encode(self, examples: Examples, ordering: str,
+                 rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """-> {'tokens': int32[N, L'], 'loss_mask': bool[N, L'], 'prompt_len': int32[N]}."""
+    raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
+
+  def arm_decode(self, examples: Examples, tokens_NxLp: np.ndarray) -> np.ndarray:
+    """ARM-layout outputs -> MDM-layout tokens int32[N, L] that `check` can score."""
+    raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
+
+  def augment(self, examples: Examples, rng: np.random.Generator) -> Examples:
+    """Random symmetry of the examples (identity unless the task has symmetries)."""
+    del rng
+    return examples
+
+  def validate_split(self, split: str) -> None:
+    if split not in self.splits:
+      raise ValueError(f"unknown split {split!r} for task {self.name!r}; "
+                       f"choose one of {', '.join(self.splits)}")
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register(name: str) -> Callable[[type[Task]], type[Task]]:
+  def deco(cls: type[Task]) -> type[Task]:
+    _REGISTRY[name] = cls
+    return cls
+  return deco
+
+
+def get_task(name: str, **params: Any) -> Task:
+  """Builds a registered task, e.g. `get_task('sudoku', box_rows=3, box_cols=3)`."""
+  from mdm_jax.data import registry  # noqa: F401  (imports every task module)
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown task {name!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+  try:
+    return _REGISTRY[name](**params)
+  except TypeError as e:
+    raise ValueError(f"bad parameters for task {name!r}: {e}") from None
+
+
+def task_names() -> list[str]:
+  from mdm_jax.data import registry  # noqa: F401
+  return sorted(_REGISTRY)
