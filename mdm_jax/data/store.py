@@ -1,0 +1,702 @@
+"""Sharded on-disk datasets and grain loaders over them.
+
+Layout of one dataset (see `dataset_dir`):
+
+  <data_dir>/<task>-<params hash>/<split>-s<seed>-n<num>/
+    manifest.json               identity, shard table, per-file sha256
+    shard-00000.<key>.npy       one file per example key per shard
+    ...
+
+Shard i holds examples [i * shard_size, min(num, (i + 1) * shard_size)) and is
+`task.generate(split, count_i, seed=shard_seed(seed, split, i))`, a pure function
+of its index. Files are written to a temporary name, fsynced and renamed; the
+manifest is rewritten the same way after every shard, so a process killed at any
+moment leaves a consistent, resumable dataset. A lock file serialises writers
+(e.g. several hosts sharing one file system).
+
+Reading: `load_examples` (whole dataset as numpy), `ExamplesSource` (lazy,
+memory-mapped random access) and `make_loader` (a grain pipeline of encoded,
+augmented batches with a saveable position).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import pickle
+import re
+import sys
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from mdm_jax.data import base
+
+FORMAT_VERSION = 1
+DEFAULT_SHARD_SIZE = 5000
+MANIFEST = "manifest.json"
+OBJECTIVES = ("mdm", "arm", "pi")
+
+_LOCK = ".lock"
+_TMP_MARK = ".tmp-"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_SHARD_FILE_RE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_]+\.npy$")
+_MAX_SEED = 2**31 - 1
+
+
+class DatasetError(ValueError):
+  """A stored dataset is missing, inconsistent or corrupt (one-line message)."""
+
+
+# ----------------------------------------------------------------------------
+# Names and seeds.
+
+
+def _canonical_params(params: Mapping[str, Any]) -> dict[str, Any]:
+  """`params` round-tripped through JSON (so stored and live params compare)."""
+  try:
+    return json.loads(json.dumps(dict(params), sort_keys=True))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"task params are not JSON-serialisable: {e}") from None
+
+
+def params_hash(params: Mapping[str, Any]) -> str:
+  """Short stable hash of task parameters (8 hex digits)."""
+  text = json.dumps(_canonical_params(params), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def dataset_dir(task: base.Task, split: str, num: int, seed: int,
+                data_dir: str) -> str:
+  """`<data_dir>/<task>-<params hash>/<split>-s<seed>-n<num>` (not created)."""
+  return os.path.join(os.path.expanduser(os.fspath(data_dir)),
+                      f"{task.name}-{params_hash(task.params())}",
+                      f"{split}-s{seed}-n{num}")
+
+
+def shard_seed(seed: int, split: str, index: int) -> int:
+  """Seed of shard `index`: distinct for every shard of one (seed, split)."""
+  digest = hashlib.sha256(f"mdm_jax/{split}/{seed}".encode()).digest()
+  base_seed = int.from_bytes(digest[:8], "little") % (_MAX_SEED + 1)
+  return (base_seed + index) % (_MAX_SEED + 1)
+
+
+def _shard_counts(num: int, shard_size: int) -> list[int]:
+  return [min(shard_size, num - start) for start in range(0, num, shard_size)]
+
+
+def _shard_file(index: int, key: str) -> str:
+  return f"shard-{index:05d}.{key}.npy"
+
+
+# ----------------------------------------------------------------------------
+# Atomic file writes.
+
+
+def _fsync_dir(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  """Writes `data` to `path` via a fsynced temp file in the same directory."""
+  directory, name = os.path.split(path)
+  tmp = os.path.join(directory, f".{name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+  _fsync_dir(directory)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  np.save(buf, array, allow_pickle=False)
+  return buf.getvalue()
+
+
+def _sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# Manifest.
+
+
+def read_manifest(path: str) -> dict[str, Any] | None:
+  """The manifest of the dataset at `path`, or None if there is none."""
+  file = os.path.join(os.fspath(path), MANIFEST)
+  try:
+    with open(file) as f:
+      manifest = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise DatasetError(f"unreadable manifest {file}: {e}") from None
+  if not isinstance(manifest, dict) or "format_version" not in manifest:
+    raise DatasetError(f"{file} is not an mdm_jax dataset manifest")
+  return manifest
+
+
+def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
+  _atomic_write(os.path.join(path, MANIFEST),
+                json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+
+def _identity(task: base.Task, split: str, num: int, seed: int,
+              shard_size: int) -> dict[str, Any]:
+  return {"format_version": FORMAT_VERSION, "task": task.name,
+          "params": _canonical_params(task.params()), "split": split, "seed": seed,
+          "num": num, "shard_size": shard_size,
+          "num_shards": len(_shard_counts(num, shard_size))}
+
+
+def _identity_mismatch(manifest: Mapping[str, Any], want: Mapping[str, Any]) -> str | None:
+  diffs = [f"{k}={manifest.get(k)!r} (asked {v!r})" for k, v in want.items()
+           if manifest.get(k) != v]
+  return ", ".join(diffs) if diffs else None
+
+
+def _check_shard_files(path: str, manifest: Mapping[str, Any], verify: bool) -> None:
+  """Raises DatasetError if a listed shard file is missing, resized or corrupt."""
+  for index, shard in sorted(manifest["shards"].items(), key=lambda kv: int(kv[0])):
+    for key, info in shard["files"].items():
+      file = os.path.join(path, info["name"])
+      hint = "; rebuild it with overwrite=True (CLI: --overwrite)"
+      try:
+        size = os.path.getsize(file)
+      except OSError:
+        raise DatasetError(f"shard {index} file {file} is missing{hint}") from None
+      if size != info["bytes"]:
+        raise DatasetError(f"shard {index} file {file} has {size} bytes, "
+                           f"manifest says {info['bytes']}{hint}")
+      if verify and _sha256_file(file) != info["sha256"]:
+        raise DatasetError(f"shard {index} file {file} fails its sha256 checksum{hint}")
+
+
+def is_complete(manifest: Mapping[str, Any] | None) -> bool:
+  return bool(manifest) and len(manifest["shards"]) == manifest["num_shards"]
+
+
+# ----------------------------------------------------------------------------
+# Generation.
+
+
+def _generate_shard(task: base.Task, split: str, path: str, index: int,
+                    count: int, seed: int) -> dict[str, Any]:
+  """Generates and writes shard `index`; returns its manifest entry."""
+  examples = task.generate(split, count, seed=seed)
+  if not isinstance(examples, Mapping) or not examples:
+    raise ValueError(f"{task.name}.generate returned {type(examples).__name__}, "
+                     "expected a non-empty dict of arrays")
+  files, spec = {}, {}
+  for key, value in sorted(examples.items()):
+    array = np.ascontiguousarray(value)
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+      raise ValueError(f"{task.name}.generate returned key {key!r}; keys must match "
+                       "[A-Za-z0-9_]+")
+    if array.ndim < 1 or array.shape[0] != count:
+      raise ValueError(f"{task.name}.generate({count}) returned {key!r} with shape "
+                       f"{array.shape}; the leading dimension must be {count}")
+    if array.dtype.hasobject:
+      raise ValueError(f"{task.name}.generate returned {key!r} with object dtype")
+    data = _npy_bytes(array)
+    name = _shard_file(index, key)
+    _atomic_write(os.path.join(path, name), data)
+    files[key] = {"name": name, "bytes": len(data),
+                  "sha256": hashlib.sha256(data).hexdigest()}
+    spec[key] = {"dtype": array.dtype.str, "shape": list(array.shape[1:])}
+  return {"index": index, "count": count, "seed": seed, "files": files, "spec": spec}
+
+
+@contextlib.contextmanager
+def _locked(path: str, progress: bool) -> Iterator[None]:
+  with open(os.path.join(path, _LOCK), "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      if progress:
+        print(f"waiting for another process writing {path}", file=sys.stderr)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_ours(path: str, *, shards: bool) -> None:
+  """Deletes leftover temp files (and, if `shards`, shard files and manifest)."""
+  for name in os.listdir(path):
+    ours = _TMP_MARK in name and name.startswith(".")
+    if shards:
+      ours = ours or name == MANIFEST or bool(_SHARD_FILE_RE.match(name))
+    if ours:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(path, name))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+  return int(value)
+
+
+def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: str, *,
+                   shard_size: int | None = None, progress: bool = True,
+                   workers: int = 1, verify: bool = False,
+                   overwrite: bool = False) -> str:
+  """Makes sure `num` examples of `split` are stored; returns the dataset dir.
+
+  Generates what is missing (resuming a partial dataset shard by shard) and
+  returns at once if a complete matching dataset exists (a cheap manifest and
+  file-size check; `verify=True` also checks every sha256).
+
+  Args:
+    task: the task whose `generate` makes the examples.
+    split: one of `task.splits`.
+    num: number of examples (>= 1).
+    seed: non-negative base seed; shard i uses `shard_seed(seed, split, i)`.
+    data_dir: root directory; the dataset goes to `dataset_dir(...)`.
+    shard_size: examples per shard; None means the stored one for an existing
+      dataset, else DEFAULT_SHARD_SIZE. Part of the dataset's identity.
+    progress: show a tqdm progress bar (stderr).
+    workers: processes generating shards in parallel (spawned; 1 = in-process).
+    verify: check the sha256 of every stored file.
+    overwrite: delete this dataset's stored files (only ours) and rebuild.
+
+  Raises:
+    ValueError (DatasetError for stored-data problems) with a one-line message.
+  """
+  if not isinstance(task, base.Task):
+    raise ValueError(f"task must be a mdm_jax.data.base.Task, got {type(task).__name__}")
+  task.validate_split(split)
+  num = _check_int("num", num, 1)
+  seed = _check_int("seed", seed, 0)
+  workers = _check_int("workers", workers, 1)
+  if shard_size is not None:
+    shard_size = _check_int("shard_size", shard_size, 1)
+  path = dataset_dir(task, split, num, seed, data_dir)
+
+  def identity(manifest):
+    size = shard_size
+    if size is None:
+      size = manifest["shard_size"] if manifest else DEFAULT_SHARD_SIZE
+    return _identity(task, split, num, seed, size)
+
+  def validated(manifest):
+    if manifest is None:
+      return None
+    problem = _identity_mismatch(manifest, identity(manifest))
+    if problem:
+      raise DatasetError(f"dataset at {path} does not match the request: {problem}; "
+                         "use another data_dir or overwrite=True (CLI: --overwrite)")
+    _check_shard_files(path, manifest, verify)
+    return manifest
+
+  if not overwrite:  # fast path, no lock: the manifest is replaced atomically
+    manifest = validated(read_manifest(path))
+    if is_complete(manifest):
+      return path
+
+  os.makedirs(path, exist_ok=True)
+  with _locked(path, progress):
+    if overwrite:
+      _remove_ours(path, shards=True)
+      manifest = None
+    else:
+      _remove_ours(path, shards=False)
+      manifest = validated(read_manifest(path))
+      if is_complete(manifest):
+        return path
+    if manifest is None:
+      manifest = {**identity(None), "shards": {}, "spec": None, "complete": False}
+      _write_manifest(path, manifest)
+    _generate_missing(task, split, path, manifest, progress, workers)
+  return path
+
+
+def _generate_missing(task: base.Task, split: str, path: str, manifest: dict[str, Any],
+                      progress: bool, workers: int) -> None:
+  counts = _shard_counts(manifest["num"], manifest["shard_size"])
+  todo = [i for i in range(len(counts)) if str(i) not in manifest["shards"]]
+  done = sum(counts[i] for i in range(len(counts)) if str(i) in manifest["shards"])
+  jobs = [(task, split, path, i, counts[i], shard_seed(manifest["seed"], split, i))
+          for i in todo]
+
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=manifest["num"], initial=done, unit="ex", unit_scale=True,
+             desc=f"{task.name}/{split}", disable=not progress, file=sys.stderr)
+
+  def record(entry: dict[str, Any]) -> None:
+    spec = entry.pop("spec")
+    if manifest["spec"] is None:
+      manifest["spec"] = spec
+    elif manifest["spec"] != spec:
+      raise ValueError(f"{task.name}.generate returned arrays {spec} for shard "
+                       f"{entry['index']} but {manifest['spec']} before; keys, dtypes "
+                       "and trailing shapes must not depend on the seed")
+    manifest["shards"][str(entry.pop("index"))] = entry
+    manifest["complete"] = len(manifest["shards"]) == manifest["num_shards"]
+    _write_manifest(path, manifest)
+    bar.update(entry["count"])
+
+  try:
+    if workers == 1 or len(jobs) <= 1:
+      for job in jobs:
+        record(_generate_shard(*job))
+      return
+    try:
+      pickle.dumps(task)
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f"task {task.name!r} cannot be sent to worker processes ({e}); "
+                       "use workers=1") from None
+    # Spawned (not forked) workers: safe in processes that run JAX threads.
+    ctx = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx)
+    try:
+      futures = [pool.submit(_generate_shard, *job) for job in jobs]
+      for future in concurrent.futures.as_completed(futures):
+        record(future.result())
+    except BaseException:
+      pool.shutdown(wait=False, cancel_futures=True)
+      raise
+    pool.shutdown(wait=True)
+  finally:
+    bar.close()
+
+
+# ----------------------------------------------------------------------------
+# Reading.
+
+
+def _open_complete(path: str) -> dict[str, Any]:
+  manifest = read_manifest(path)
+  if manifest is None:
+    raise DatasetError(f"no dataset at {path} (no {MANIFEST}); make it with "
+                       "ensure_dataset or `python -m mdm_jax.data`")
+  if manifest.get("format_version") != FORMAT_VERSION:
+    raise DatasetError(f"dataset at {path} has format version "
+                       f"{manifest.get('format_version')}, this code reads {FORMAT_VERSION}")
+  if not is_complete(manifest):
+    raise DatasetError(f"dataset at {path} is incomplete ({len(manifest['shards'])} of "
+                       f"{manifest['num_shards']} shards); rerun ensure_dataset to finish it")
+  return manifest
+
+
+class ExamplesSource:
+  """Lazy random access to a stored dataset (memory-mapped, picklable).
+
+  `source[i]` is example i as a dict of arrays without the leading dimension;
+  `source.get_batch(indices)` gathers several at once. Usable as a grain
+  RandomAccessDataSource.
+  """
+
+  def __init__(self, path: str, *, verify: bool = False):
+    self.path = os.fspath(path)
+    self.manifest = _open_complete(self.path)
+    _check_shard_files(self.path, self.manifest, verify)
+    n = self.manifest["num_shards"]
+    self._counts = np.array([self.manifest["shards"][str(i)]["count"] for i in range(n)])
+    self._starts = np.concatenate([[0], np.cumsum(self._counts)])
+    self.keys = tuple(sorted(self.manifest["spec"]))
+    self._arrays: list[dict[str, np.ndarray]] | None = None
+
+  def _shards(self) -> list[dict[str, np.ndarray]]:
+    if self._arrays is None:
+      self._arrays = [
+          {k: np.load(os.path.join(self.path, f["name"]), mmap_mode="r",
+                      allow_pickle=False)
+           for k, f in self.manifest["shards"][str(i)]["files"].items()}
+          for i in range(len(self._counts))]
+    return self._arrays
+
+  def __getstate__(self):
+    return {**self.__dict__, "_arrays": None}
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"example {index} out of range [0, {len(self)})")
+    shard = int(np.searchsorted(self._starts, index, side="right")) - 1
+    arrays = self._shards()[shard]
+    return {k: np.array(arrays[k][index - self._starts[shard]]) for k in self.keys}
+
+  def get_batch(self, indices: Sequence[int] | np.ndarray) -> base.Examples:
+    """Examples at `indices` (any order) as a dict of stacked arrays."""
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+      raise IndexError(f"indices out of range [0, {len(self)})")
+    shard_of = np.searchsorted(self._starts, indices, side="right") - 1
+    out = {}
+    for k in self.keys:
+      spec = self.manifest["spec"][k]
+      out[k] = np.empty((indices.size, *spec["shape"]), dtype=np.dtype(spec["dtype"]))
+    for shard in np.unique(shard_of):
+      sel = np.nonzero(shard_of == shard)[0]
+      local = indices[sel] - self._starts[shard]
+      for k in self.keys:
+        out[k][sel] = self._shards()[shard][k][local]
+    return out
+
+  def __repr__(self) -> str:
+    # Location-free, so an iterator state restores after moving the data.
+    m = self.manifest
+    return (f"ExamplesSource(task={m['task']}-{params_hash(m['params'])}, "
+            f"split={m['split']}, seed={m['seed']}, num={m['num']}, "
+            f"shard_size={m['shard_size']})")
+
+
+def load_examples(path: str, *, verify: bool = False) -> base.Examples:
+  """All examples of a complete dataset as a dict of numpy arrays.
+
+  A single-shard dataset comes back memory-mapped (read-only, no copy); several
+  shards are concatenated in memory. For large training sets use
+  `ExamplesSource` (lazy) or `make_loader`.
+  """
+  source = ExamplesSource(path, verify=verify)
+  shards = source._shards()  # pylint: disable=protected-access
+  if len(shards) == 1:
+    return dict(shards[0])
+  return {k: np.concatenate([s[k] for s in shards]) for k in source.keys}
+
+
+# ----------------------------------------------------------------------------
+# grain loaders.
+
+
+class _BatchSource:
+  """Random access to the batches of one process: batch k -> stacked examples.
+
+  The process reads examples [start, stop); epoch e visits them in the order
+  `np.random.default_rng([seed, e]).permutation` (or in order without shuffle);
+  batch k holds stream positions [k * batch_size, (k + 1) * batch_size), so
+  batches run across epoch boundaries. Indices are computed vectorised and read
+  with one `ExamplesSource.get_batch` call per batch.
+  """
+
+  def __init__(self, source: ExamplesSource, start: int, stop: int, batch_size: int,
+               num_epochs: int | None, shuffle: bool, seed: int, drop_remainder: bool):
+    self.source, self.start, self.stop = source, start, stop
+    self.batch_size, self.num_epochs = batch_size, num_epochs
+    self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
+    self._orders: dict[int, np.ndarray] = {}
+
+  def __getstate__(self):
+    return {**self.__dict__, "_orders": {}}
+
+  def _total(self) -> int | None:
+    n = self.stop - self.start
+    return None if self.num_epochs is None else n * self.num_epochs
+
+  def __len__(self) -> int:
+    total = self._total()
+    if total is None:
+      return sys.maxsize
+    return total // self.batch_size if self.drop_remainder else -(-total // self.batch_size)
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if epoch not in self._orders:
+      n = self.stop - self.start
+      if len(self._orders) >= 2:  # keep the current and the next epoch
+        self._orders.pop(min(self._orders))
+      self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(n)
+    return self._orders[epoch]
+
+  def indices(self, k: int) -> np.ndarray:
+    """Example indices of batch k."""
+    if not 0 <= k < len(self):
+      raise IndexError(f"batch {k} out of range [0, {len(self)})")
+    n = self.stop - self.start
+    pos = k * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+    total = self._total()
+    if total is not None:
+      pos = pos[pos < total]
+    epoch, within = np.divmod(pos, n)
+    if self.shuffle:
+      for e in np.unique(epoch):
+        sel = epoch == e
+        within[sel] = self._order(int(e))[within[sel]]
+    return within + self.start
+
+  def __getitem__(self, k: int) -> base.Examples:
+    return self.source.get_batch(self.indices(int(k)))
+
+  def __repr__(self) -> str:
+    return (f"_BatchSource({self.source!r}, slice=[{self.start}, {self.stop}), "
+            f"batch_size={self.batch_size}, num_epochs={self.num_epochs}, "
+            f"shuffle={self.shuffle}, seed={self.seed})")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _EncodeBatch:
+  """Batch transform: optional augmentation, then the objective's encoding."""
+  task: base.Task
+  objective: str
+  ordering: str | None
+  augment: bool
+  perm: np.ndarray | None
+
+  def __call__(self, batch: base.Examples,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if self.augment:
+      batch = self.task.augment(batch, rng)
+    if self.objective == "mdm":
+      enc = self.task.mdm_encode(batch)
+      return {"tokens": np.asarray(enc["tokens"], np.int32),
+              "maskable": np.asarray(enc["maskable"], bool)}
+    if self.objective == "arm":
+      enc = self.task.arm_encode(batch, self.ordering, rng)
+      return {"tokens": np.asarray(enc["tokens"], np.int32),
+              "loss_mask": np.asarray(enc["loss_mask"], bool),
+              "prompt_len": np.asarray(enc["prompt_len"], np.int32)}
+    tokens = np.asarray(self.task.mdm_encode(batch)["tokens"], np.int32)
+    if self.perm is not None:
+      tokens = tokens[:, self.perm]
+    loss_mask = np.ones(tokens.shape, bool)
+    loss_mask[:, 0] = False
+    return {"tokens": tokens, "loss_mask": loss_mask}
+
+
+def _check_matches_task(source: ExamplesSource, task: base.Task) -> None:
+  m = source.manifest
+  if m["task"] != task.name or m["params"] != _canonical_params(task.params()):
+    raise ValueError(f"dataset at {source.path} holds {m['task']} {m['params']}, "
+                     f"not {task.name} {_canonical_params(task.params())}")
+
+
+def process_slice(num: int, shard_index: int, shard_count: int) -> tuple[int, int]:
+  """[start, stop) of the examples that process `shard_index` reads (equal sizes)."""
+  per = num // shard_count
+  return shard_index * per, (shard_index + 1) * per
+
+
+def make_loader(task: base.Task, path: str, *, batch_size: int, seed: int,
+                objective: str = "mdm", ordering: str | None = None,
+                perm: Sequence[int] | np.ndarray | None = None, augment: bool = False,
+                shuffle: bool = True, num_epochs: int | None = None,
+                shard_index: int = 0, shard_count: int = 1, worker_count: int = 0,
+                drop_remainder: bool = True, worker_buffer_size: int = 1,
+                prefetch: int = 2):
+  """A grain dataset of encoded numpy batches over a stored dataset.
+
+  Batches: 'mdm' -> {'tokens' int32[B, L], 'maskable' bool[B, L]};
+  'arm' -> {'tokens', 'loss_mask', 'prompt_len'} via `task.arm_encode(ordering)`;
+  'pi' -> {'tokens': mdm tokens[:, perm], 'loss_mask': True except column 0}
+  (perm=None leaves the tokens unpermuted).
+
+  Pipeline: a grain MapDataset whose element k is batch k of this process
+  (`_BatchSource`: its slice, shuffled anew every epoch, num_epochs None =
+  forever, one vectorised read per batch) -> random_map(augment + encode).
+  `batch_size` is per process; process `shard_index` of `shard_count` reads its
+  own disjoint contiguous slice (`process_slice`; up to shard_count - 1 examples
+  are left out). Batches are a pure function of the arguments except
+  worker_count and worker_buffer_size: same seed, same batches, with or
+  without worker processes. The augmentation / ARM-ordering rng of batch k is
+  grain's random_map rng for (seed, shard_index) and k.
+
+  `prefetch` batches are read ahead by one background thread (0: none);
+  `worker_count` > 0 moves reading and encoding to grain worker processes.
+
+  Returns a grain IterDataset; `iter(loader)` is a grain DatasetIterator whose
+  position `get_loader_state` / `set_loader_state` save and restore as a
+  JSON-able dict (orbax's grain checkpoint handler also works on it).
+  """
+  import grain.python as pygrain  # pylint: disable=g-import-not-at-top
+
+  if not isinstance(task, base.Task):
+    raise ValueError(f"task must be a mdm_jax.data.base.Task, got {type(task).__name__}")
+  batch_size = _check_int("batch_size", batch_size, 1)
+  seed = _check_int("seed", seed, 0)
+  if seed >= 2**31:
+    raise ValueError(f"seed must be < 2**31, got {seed}")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+  if objective == "arm":
+    if ordering not in task.arm_orderings:
+      raise ValueError(f"objective 'arm' needs ordering in {task.arm_orderings} for task "
+                       f"{task.name!r}, got {ordering!r}")
+  elif ordering is not None:
+    raise ValueError(f"ordering is only used with objective 'arm', got {ordering!r}")
+  if perm is not None:
+    if objective != "pi":
+      raise ValueError("perm is only used with objective 'pi'")
+    seq_len = task.mdm_layout().seq_len
+    perm = np.asarray(perm)
+    if perm.shape != (seq_len,) or not np.array_equal(np.sort(perm), np.arange(seq_len)):
+      raise ValueError(f"perm must be a permutation of range({seq_len})")
+    perm = perm.astype(np.int64)
+  if num_epochs is not None:
+    num_epochs = _check_int("num_epochs", num_epochs, 1)
+  shard_count = _check_int("shard_count", shard_count, 1)
+  shard_index = _check_int("shard_index", shard_index, 0)
+  if shard_index >= shard_count:
+    raise ValueError(f"shard_index must be < shard_count={shard_count}, got {shard_index}")
+  worker_count = _check_int("worker_count", worker_count, 0)
+  worker_buffer_size = _check_int("worker_buffer_size", worker_buffer_size, 1)
+  prefetch = _check_int("prefetch", prefetch, 0)
+
+  source = ExamplesSource(path)
+  _check_matches_task(source, task)
+  start, stop = process_slice(len(source), shard_index, shard_count)
+  if stop == start:
+    raise ValueError(f"{len(source)} examples cannot be split over {shard_count} processes")
+  if drop_remainder and num_epochs is not None and (stop - start) * num_epochs < batch_size:
+    raise ValueError(f"batch_size={batch_size} exceeds the {(stop - start) * num_epochs} "
+                     "examples this process reads; no batch would come out")
+
+  batches = _BatchSource(source, start, stop, batch_size, num_epochs, shuffle, seed,
+                         drop_remainder)
+  encode = _EncodeBatch(task, objective, ordering, augment, perm)
+  rng_seed = int.from_bytes(hashlib.sha256(f"{seed}/{shard_index}".encode()).digest()[:4],
+                            "little")
+  ds = pygrain.MapDataset.source(batches).random_map(encode, seed=rng_seed)
+  # One background thread reads `prefetch` batches ahead (in order).
+  it_ds = ds.to_iter_dataset(pygrain.ReadOptions(num_threads=min(prefetch, 1),
+                                                 prefetch_buffer_size=prefetch))
+  if worker_count > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain workers read absl flags (defaults here)
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(pygrain.MultiprocessingOptions(
+        num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+  return it_ds
+
+
+def get_loader_state(iterator) -> dict[str, Any]:
+  """The JSON-able position of a `make_loader` iterator."""
+  state = iterator.get_state()
+  if isinstance(state, bytes):  # a grain DataLoaderIterator
+    state = json.loads(state.decode())
+  return json.loads(json.dumps(state))
+
+
+def set_loader_state(iterator, state: Mapping[str, Any]) -> None:
+  """Restores a position saved by `get_loader_state` (same loader arguments)."""
+  if type(iterator).__name__ == "DataLoaderIterator":
+    iterator.set_state(json.dumps(dict(state)).encode())
+  else:
+    iterator.set_state(dict(state))
