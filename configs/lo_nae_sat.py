@@ -1,0 +1,80 @@
+r"""L&O-NAE-SAT masked diffusion model (PAPER.md sections 5-6, Table 1).
+
+`--config=configs/lo_nae_sat.py:<preset>[,<N>][,bf16]` with N the number of latent
+tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
+50 (250), 100 (200); default 25. Presets:
+  demo   N=8 latents, P=40 observations (or the given N with P=300-N), tiny
+         model, minutes on a CPU.
+  paper  llama-19m (8 x 384, 6 heads, SwiGLU, RMSNorm, RoPE), lr 1e-3, batch 128.
+  gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
+"""
+import importlib.util as _iu
+import os as _os
+
+_spec = _iu.spec_from_file_location(
+    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
+common = _iu.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+PRESETS = ("demo", "paper", "gpu")
+PAIRS = {25: 275, 30: 270, 40: 260, 50: 250, 100: 200}  # N -> P (PAPER.md Table 1)
+
+
+def lo_params(n: int, p: int):
+  """Task parameters; pad_to (None = N + P) is a typed placeholder for the CLI."""
+  return common.ml_collections.ConfigDict({
+      "num_latents": n, "num_obs": p, "triples_seed": 0,
+      "pad_to": common.ml_collections.config_dict.placeholder(int)})
+
+
+def get_config(arg: str | None = None):
+  preset, options = common.parse_arg(arg, PRESETS, "demo")
+  pair = None
+  rest = []
+  for opt in options:
+    if opt.isdigit():
+      n = int(opt)
+      if n not in PAIRS:
+        raise ValueError(f"N={n} is not one of the paper's latent counts "
+                         f"{', '.join(map(str, PAIRS))}")
+      pair = (n, PAIRS[n])
+    else:
+      rest.append(opt)
+  c = common.base_config()
+  c.task.name = "lo_nae_sat"
+  c.objective = "mdm"
+  c.eval.splits = ("test",)
+  if preset == "demo":
+    n, p = pair or (8, 40)
+    c.task.params = lo_params(n, p)
+    common.tiny_model(c)
+    c.data.num_train, c.data.num_val, c.data.num_test = 20_000, 256, 500
+    c.train.steps, c.train.batch_size = 1_500, 64
+    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 2e-3, 100, 0.1
+    c.train.ema_decay = 0.99
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
+    c.train.val_batches, c.train.val_puzzles = 2, 64
+    c.eval.num_puzzles, c.eval.batch_size = 500, 250
+  else:
+    n, p = pair or (25, 275)
+    c.task.params = lo_params(n, p)
+    c.model.preset = "llama-19m"
+    c.train.batch_size = 128
+    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 2_000, 0.0
+    c.train.weight_decay = 0.01  # not stated in the paper
+    c.train.ema_decay = 0.9999
+    c.train.val_batches, c.train.val_puzzles = 8, 512
+    if preset == "paper":
+      c.data.num_train, c.data.num_val, c.data.num_test = 1_000_000, 2_048, 10_000
+      c.train.steps = 200_000  # not stated in PAPER.md
+      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 10_000, 10_000
+      c.eval.num_puzzles, c.eval.batch_size = 10_000, 1_000
+    else:
+      c.model.dtype = "bfloat16"
+      c.data.num_train, c.data.num_val, c.data.num_test = 500_000, 2_048, 10_000
+      c.data.worker_count = 4
+      c.train.steps = 50_000
+      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 200, 10_000, 5_000
+      c.eval.num_puzzles, c.eval.batch_size = 10_000, 1_000
+  common.apply_options(c, rest)
+  return c

@@ -1,0 +1,63 @@
+r"""Sudoku autoregressive baseline (Shah et al.; PAPER.md sections 4 and 6).
+
+`--config=configs/sudoku_arm.py:<preset>[,<ordering>][,bf16]`, orderings
+'solver' (the "with ordering" row of Table 2, default), 'row_major', 'random'.
+Presets:
+  demo   tiny causal model, minutes on a CPU.
+  paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
+         betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
+  gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
+"""
+import importlib.util as _iu
+import os as _os
+
+_spec = _iu.spec_from_file_location(
+    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
+common = _iu.module_from_spec(_spec)
+_spec.loader.exec_module(common)
+
+PRESETS = ("demo", "paper", "gpu")
+ORDERINGS = ("solver", "row_major", "random")
+
+
+def get_config(arg: str | None = None):
+  preset, options = common.parse_arg(arg, PRESETS, "demo")
+  c = common.base_config()
+  c.task.name = "sudoku"
+  c.task.params = {"box_rows": 3, "box_cols": 3}
+  common.set_arm(c, "solver")
+  c.eval.splits = ("test", "hard")
+  if preset == "demo":
+    common.tiny_model(c)
+    c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 20_000, 256, 200, 200
+    c.train.steps, c.train.batch_size = 1_500, 64
+    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 100, 0.2
+    c.train.b2 = 0.95
+    c.train.ema_decay = 0.99
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
+    c.train.val_batches, c.train.val_puzzles = 2, 32
+    c.eval.num_puzzles, c.eval.batch_size = 200, 200
+  else:
+    c.model.preset = "arm-42m"
+    common.set_arm_paper_optimizer(c)
+    c.train.ema_decay = 0.9999
+    if preset == "paper":
+      c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
+          1_800_000, 2_048, 100_000, 100_000)
+      # Not stated in PAPER.md; ~110 epochs of 1.8M puzzles at batch 64.
+      c.train.steps = 3_000_000
+      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000
+      c.train.val_batches, c.train.val_puzzles = 8, 256
+      c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
+    else:
+      c.model.dtype = "bfloat16"
+      c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
+          500_000, 2_048, 10_000, 10_000)
+      c.data.worker_count = 4
+      c.train.steps = 100_000
+      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 200, 10_000, 5_000
+      c.train.val_batches, c.train.val_puzzles = 8, 256
+      c.eval.num_puzzles, c.eval.batch_size = 10_000, 500
+  extra = {o: (lambda c, o=o: setattr(c.data, "ordering", o)) for o in ORDERINGS}
+  common.apply_options(c, options, extra)
+  return c

@@ -1,0 +1,290 @@
+"""Orbax checkpoints of a training run, preemption handling, inference loading.
+
+Layout: `<workdir>/checkpoints/<step>/` with the items
+  params, ema_params, opt_state   arrays (StandardSave; sharded, async)
+  counters                        {'step': int32[], 'rng': uint32[2]} (StandardSave)
+  data                            per-process data-iterator state (grain's handler:
+                                  process_<i>-of-<n>.json)
+  config                          the run's ConfigDict as JSON (JsonSave)
+plus orbax's metrics file (the validation loss, when measured at that step).
+
+Retention policy: the `keep` latest checkpoints, plus the `keep_best` checkpoints
+with the lowest validation loss among those saved with a validation loss.
+Checkpoint writes go to a temporary directory renamed on completion (orbax), so a
+crash mid-save never corrupts an existing checkpoint; `wait()` blocks until the
+async writes are finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from typing import Any
+
+from absl import logging
+import grain
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+ARRAY_ITEMS = ("params", "ema_params", "opt_state", "counters")
+VAL_METRIC = "val_loss"
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def config_from_json(d: dict[str, Any]) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)
+
+
+def _score(metrics: dict[str, Any] | None) -> float:
+  """Higher is better: minus the validation loss; -inf when there is none."""
+  if not metrics or VAL_METRIC not in metrics:
+    return -float("inf")
+  return -float(metrics[VAL_METRIC])
+
+
+class _IteratorState:
+  """Adapts an iterator with get_state()/set_state() to grain's checkpoint handler.
+
+  Grain's handler stores `get_state()` bytes per process; any JSON-able state (a
+  dict from a grain DatasetIterator, bytes from a DataLoader iterator) is wrapped.
+  """
+
+  def __init__(self, iterator: Any, *, snapshot: bool = False):
+    self.iterator = iterator
+    # A snapshot taken now, so that an async save cannot see a later position.
+    self._snapshot = self._encode() if snapshot else None
+
+  def get_state(self) -> bytes:
+    return self._snapshot if self._snapshot is not None else self._encode()
+
+  def _encode(self) -> bytes:
+    state = self.iterator.get_state()
+    if isinstance(state, bytes):
+      payload = {"bytes": state.decode("utf-8")}
+    else:
+      payload = {"json": state}
+    return json.dumps(payload).encode("utf-8")
+
+  def set_state(self, raw: bytes) -> None:
+    payload = json.loads(raw.decode("utf-8"))
+    if "bytes" in payload:
+      self.iterator.set_state(payload["bytes"].encode("utf-8"))
+    else:
+      self.iterator.set_state(payload["json"])
+
+  def start_prefetch(self) -> None:
+    start = getattr(self.iterator, "start_prefetch", None)
+    if start is not None:
+      start()
+
+
+class Checkpointer:
+  """Saves and restores a run's state under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, keep_best: int = 1,
+               async_save: bool = True, read_only: bool = False):
+    if keep < 1:
+      raise ValueError(f"config.train.keep must be >= 1, got {keep}")
+    self.directory = checkpoint_dir(workdir)
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if keep_best > 0:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=_score, n=keep_best, keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save,
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=_score, best_mode="max",  # makes orbax store the metrics
+        cleanup_tmp_directories=not read_only)
+    handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
+    handlers["config"] = ocp.JsonCheckpointHandler()
+    handlers["data"] = grain.checkpoint.CheckpointHandler()
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=handlers)
+    self._closed = False
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The kept step with the lowest validation loss (None if none has one)."""
+    best = None
+    for step in self.manager.all_steps():
+      m = self.manager.metrics(step)
+      if m and VAL_METRIC in m and (best is None or m[VAL_METRIC] < best[1]):
+        best = (step, m[VAL_METRIC])
+    return None if best is None else best[0]
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: dict[str, Any], *, iterator: Any | None,
+           config: ml_collections.ConfigDict, val_loss: float | None = None) -> bool:
+    """Starts an (async) save of `state` at `step`; returns whether it saved.
+
+    `state` holds 'params', 'ema_params', 'opt_state', 'step' and 'rng'.
+    """
+    items = {
+        "params": ocp.args.StandardSave(state["params"]),
+        "ema_params": ocp.args.StandardSave(state["ema_params"]),
+        "opt_state": ocp.args.StandardSave(state["opt_state"]),
+        "counters": ocp.args.StandardSave({"step": state["step"], "rng": state["rng"]}),
+        "config": ocp.args.JsonSave(config_to_json(config)),
+    }
+    if iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(
+          _IteratorState(iterator, snapshot=True))
+    metrics = {}  # {} (not None): a step without validation ranks last for BestN
+    if val_loss is not None and np.isfinite(val_loss):
+      metrics = {VAL_METRIC: float(val_loss)}
+    return self.manager.save(int(step), args=ocp.args.Composite(**items),
+                             metrics=metrics, force=True)
+
+  def restore(self, step: int, abstract_state: dict[str, Any], *,
+              iterator: Any | None = None) -> tuple[dict[str, Any], bool]:
+    """Restores step `step` onto the shardings of `abstract_state`.
+
+    `abstract_state` has the structure of the state passed to `save`, with
+    jax.ShapeDtypeStruct leaves carrying the target shardings (so a checkpoint
+    written on another number of devices restores onto the current mesh). When
+    `iterator` is given its position is restored in place; returns (state,
+    whether the iterator was restored; False e.g. when the process count changed).
+    """
+    items = {
+        name: ocp.args.StandardRestore(abstract_state[name])
+        for name in ("params", "ema_params", "opt_state")
+    }
+    items["counters"] = ocp.args.StandardRestore(
+        {"step": abstract_state["step"], "rng": abstract_state["rng"]})
+    restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+    state = {name: restored[name] for name in ("params", "ema_params", "opt_state")}
+    state["step"] = restored["counters"]["step"]
+    state["rng"] = restored["counters"]["rng"]
+    data_restored = False
+    if iterator is not None:
+      try:
+        self.manager.restore(int(step), args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(_IteratorState(iterator))))
+        data_restored = True
+      except (ValueError, KeyError, FileNotFoundError) as e:
+        logging.warning("data-iterator state not restored (%s); the data order "
+                        "restarts from a step-dependent seed", e)
+    return state, data_restored
+
+  def restore_config(self, step: int) -> ml_collections.ConfigDict:
+    restored = self.manager.restore(
+        int(step), args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return config_from_json(restored["config"])
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    if self._closed:
+      return
+    self._closed = True
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _find_checkpoint_dir(path: str) -> str:
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return os.path.join(path, "checkpoints")
+  if os.path.isdir(path) and os.path.basename(path.rstrip("/")) == "checkpoints":
+    return path
+  if os.path.isdir(path) and os.path.isdir(os.path.join(path, "params")):
+    return path  # a single step directory
+  raise ValueError(f"no checkpoints found under {path} (expected {path}/checkpoints)")
+
+
+def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
+                       ema: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
+  """Restores EMA (or raw) parameters onto the local devices, plus the config.
+
+  `workdir_or_ckpt_dir` is a workdir, its `checkpoints/` directory, or one step
+  directory. `step=None` takes the latest step. Parameters come back replicated
+  on the local devices, whatever mesh wrote them.
+  """
+  directory = _find_checkpoint_dir(workdir_or_ckpt_dir)
+  if os.path.isdir(os.path.join(directory, "params")):  # one step dir
+    base, name = os.path.split(directory.rstrip("/"))
+    if step is None:
+      step = int(name)
+    directory = base
+  item = "ema_params" if ema else "params"
+  handlers = {item: ocp.StandardCheckpointHandler(),
+              "config": ocp.JsonCheckpointHandler()}
+  with ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_handlers=handlers) as manager:
+    steps = manager.all_steps()
+    if not steps:
+      raise ValueError(f"no finished checkpoint in {directory}")
+    if step is None:
+      step = max(steps)
+    if step not in steps:
+      raise ValueError(f"no checkpoint for step {step} in {directory}; "
+                       f"available: {sorted(steps)}")
+    meta = manager.item_metadata(step)[item]
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), meta)
+    restored = manager.restore(step, args=ocp.args.Composite(**{
+        item: ocp.args.StandardRestore(target), "config": ocp.args.JsonRestore()}))
+  return restored[item], config_from_json(restored["config"])
+
+
+class PreemptionWatcher:
+  """Turns SIGTERM into a flag that the training loop polls each step.
+
+  Multi-process runs use JAX's preemption sync point instead (every process
+  then saves at the same step); single-process runs install a SIGTERM handler
+  for the lifetime of the watcher (use as a context manager).
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    self._installed = False
+
+  def __enter__(self) -> "PreemptionWatcher":
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+      self._installed = True
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._installed:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._installed = False
+
+  def _handler(self, signum, frame) -> None:
+    del signum, frame
+    self._flag.set()
+
+  def request(self) -> None:
+    """Asks for a stop at the next step (tests, hooks)."""
+    self._flag.set()
+
+  def reached(self, step: int) -> bool:
+    if self._flag.is_set():
+      return True
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      try:
+        return bool(multihost_utils.reached_preemption_sync_point(int(step)))
+      except RuntimeError:  # preemption service disabled
+        return False
+    return False

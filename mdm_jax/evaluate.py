@@ -1,0 +1,928 @@
+"""Evaluation: adaptive-inference strategy tables for any task (PAPER.md 3, 5, 6).
+
+Two levels:
+- `evaluate_strategies(task, examples, logits_fn=... | apply_fn=..., params=...,
+  strategies=..., key=...)` is a pure function (no files): it generates the
+  answers of `examples` with each strategy, batched and jitted, and scores them
+  with `task.check`. Strategy 'greedy' decodes a causal (ARM) model left to right
+  in one of the task's ARM orderings.
+- `evaluate(config, workdir)` loads a checkpoint and the held-out splits, runs
+  `evaluate_strategies` and a num_steps sweep, and writes
+  `<workdir>/eval/results.json`, `<workdir>/eval/results.md` (tables laid out like
+  the paper's Tables 1, 2, 3 and 5) and pictures (see `mdm_jax.plots`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mdm_jax import sampling
+from mdm_jax.data import base
+
+ARM_STRATEGY = "greedy"
+MDM_STRATEGIES = sampling.STRATEGIES
+STRATEGIES = MDM_STRATEGIES + (ARM_STRATEGY,)
+STRATEGY_LABELS = {
+    "vanilla": "vanilla",
+    "random": "random order",
+    "top_prob": "top prob",
+    "margin": "top prob margin",
+    "entropy": "entropy",
+    ARM_STRATEGY: "greedy",
+}
+DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
+_SAMPLER_DEFAULTS = dict(num_steps=50, schedule="linear", k_mode="deterministic",
+                         gumbel=0.0, temperature=0.0, remask=False)
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass
+class StrategyResult:
+  """What one strategy did on N examples (arrays in the task's MDM layout)."""
+  strategy: str
+  num_puzzles: int
+  num_solved: int
+  solved: float  # share of puzzles solved completely (task.check 'solved')
+  cell_accuracy: float  # share of correct answer (maskable) positions
+  mean_steps: float  # mean number of reverse steps (ARM: decoded tokens) per puzzle
+  puzzles_per_sec: float  # generation throughput after compilation
+  seconds: float  # generation time measured for puzzles_per_sec
+  solved_N: np.ndarray  # bool[N]
+  correct_NxL: np.ndarray  # bool[N, L]
+  tokens_NxL: np.ndarray  # int32[N, L]
+  steps_N: np.ndarray  # int32[N]
+  order_NxL: np.ndarray | None  # int32[N, L] decoding step, -1 for givens; None (ARM)
+  maskable_NxL: np.ndarray  # bool[N, L] answer positions (what was generated)
+  # Means of the task's other per-example scores (e.g. L&O-NAE-SAT 'consistent_frac').
+  extra: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def summary(self) -> dict[str, Any]:
+    """The JSON-able scalars."""
+    return dict(strategy=self.strategy, label=STRATEGY_LABELS[self.strategy],
+                num_puzzles=self.num_puzzles, num_solved=self.num_solved,
+                solved=self.solved, cell_accuracy=self.cell_accuracy,
+                mean_steps=self.mean_steps, puzzles_per_sec=self.puzzles_per_sec,
+                seconds=self.seconds, **self.extra)
+
+
+# ----------------------------------------------------------------------------------
+# Argument checks.
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _check_examples(examples: Any) -> int:
+  if not isinstance(examples, Mapping) or not examples:
+    raise ValueError("examples must be a non-empty dict of numpy arrays (a task's Examples)")
+  sizes = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in examples.items()}
+  if len(set(sizes.values())) != 1 or None in sizes.values():
+    raise ValueError(f"examples' arrays must share their first dimension, got {sizes}")
+  n = next(iter(sizes.values()))
+  if n < 1:
+    raise ValueError("examples hold no example")
+  return int(n)
+
+
+def check_strategies(strategies: Any) -> tuple[str, ...]:
+  """Validates a strategy list: MDM strategies, or ('greedy',) alone."""
+  if isinstance(strategies, str):
+    strategies = (strategies,)
+  try:
+    strategies = tuple(strategies)
+  except TypeError:
+    raise ValueError(f"strategies must be a list of names, got {strategies!r}") from None
+  if not strategies:
+    raise ValueError(f"strategies is empty; choose from {', '.join(STRATEGIES)}")
+  for s in strategies:
+    if s not in STRATEGIES:
+      raise ValueError(f"unknown strategy {s!r}; choose from {', '.join(STRATEGIES)}")
+  if len(set(strategies)) != len(strategies):
+    raise ValueError(f"strategies has duplicates: {list(strategies)}")
+  if ARM_STRATEGY in strategies and len(strategies) > 1:
+    raise ValueError(f"strategy {ARM_STRATEGY!r} (causal models) cannot be mixed with "
+                     f"masked-diffusion strategies, got {list(strategies)}")
+  return strategies
+
+
+def _check_sampler_options(strategies: Sequence[str], mask_id: int,
+                           options: Mapping[str, Any]) -> None:
+  """Checks every strategy's options before anything runs (cheap, no tracing)."""
+  for s in strategies:
+    if s == ARM_STRATEGY:
+      continue
+    opts = dict(options)
+    if s == "vanilla":
+      opts["remask"] = False  # remasking needs an ordering; vanilla ignores it
+    sampling.make_sampler(lambda p, t: t, mask_id=mask_id, strategy=s, **opts)
+
+
+# ----------------------------------------------------------------------------------
+# Batched, jitted generation.
+
+
+def _batch_sharding(batch_size: int, shard: bool | None) -> jax.sharding.Sharding | None:
+  devices = jax.local_devices()
+  if shard is None:  # auto: split over accelerators, not over (virtual) CPU devices
+    shard = devices[0].platform != "cpu"
+  if not shard or len(devices) < 2 or batch_size % len(devices):
+    return None
+  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
+                 batch_size: int, key: jax.Array, shard: bool | None
+                 ) -> tuple[list[np.ndarray], float, int]:
+  """Runs fn(*batch_arrays, key_b) over fixed-size batches (the last one padded).
+
+  Returns (outputs concatenated over the N rows, seconds, puzzles timed). The
+  first batch is run once to compile; timing covers the other batches, or a
+  second run of the first batch when there is only one.
+  """
+  n = arrays[0].shape[0]
+  bs = min(batch_size, n)
+  sharding = _batch_sharding(bs, shard)
+  starts = list(range(0, n, bs))
+
+  def run(i: int) -> tuple[Any, int]:
+    idx = np.arange(starts[i], min(n, starts[i] + bs))
+    count = idx.size
+    idx = np.concatenate([idx, np.full(bs - count, idx[-1])])
+    batch = [np.asarray(a[idx]) for a in arrays]
+    if sharding is not None:
+      batch = [jax.device_put(b, sharding) for b in batch]
+    out = fn(*batch, jax.random.fold_in(key, i))
+    return out, count
+
+  first, first_count = run(0)
+  jax.block_until_ready(first)
+  outputs = [first]
+  counts = [first_count]
+  t0 = time.perf_counter()
+  if len(starts) == 1:
+    jax.block_until_ready(run(0)[0])
+    timed = first_count
+  else:
+    for i in range(1, len(starts)):
+      out, count = run(i)
+      outputs.append(out)
+      counts.append(count)
+    jax.block_until_ready(outputs)
+    timed = n - first_count
+  seconds = time.perf_counter() - t0
+  leaves = [jax.tree.leaves(o) for o in outputs]
+  joined = [np.concatenate([np.asarray(l[j])[:c] for l, c in zip(leaves, counts)])
+            for j in range(len(leaves[0]))]
+  return joined, seconds, timed
+
+
+def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None,
+                params: Any, mask_id: int, options: Mapping[str, Any]
+                ) -> Callable[[jax.Array, jax.Array], sampling.SampleOutput]:
+  opts = dict(options)
+  if strategy == "vanilla":
+    opts["remask"] = False
+  if logits_fn is not None:
+    return functools.partial(sampling.sample, logits_fn, mask_id=mask_id,
+                             strategy=strategy, **opts)
+  sampler = sampling.make_sampler(apply_fn, mask_id=mask_id, strategy=strategy, **opts)
+  return functools.partial(sampler, params)
+
+
+def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any
+                ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+  if logits_fn is not None:
+    def run_fn(tokens_BxL, prompt_len_B, key):
+      del key
+      return sampling.ar_greedy(logits_fn, tokens_BxL, prompt_len_B)
+    return run_fn
+
+  @jax.jit
+  def greedy(params, tokens_BxL, prompt_len_B):
+    return sampling.ar_greedy(functools.partial(apply_fn, params), tokens_BxL,
+                              prompt_len_B)
+
+  def run_fn(tokens_BxL, prompt_len_B, key):
+    del key
+    return greedy(params, tokens_BxL, prompt_len_B)
+  return run_fn
+
+
+def _score(task: base.Task, examples: base.Examples, strategy: str,
+           tokens_NxL: np.ndarray, maskable_NxL: np.ndarray, steps_N: np.ndarray,
+           order_NxL: np.ndarray | None, seconds: float, timed: int) -> StrategyResult:
+  checked = task.check(examples, tokens_NxL)
+  solved_N = np.asarray(checked["solved"], bool)
+  correct_NxL = np.asarray(checked["correct"], bool)
+  n = solved_N.shape[0]
+  num_answer = int(maskable_NxL.sum())
+  cell_acc = float((correct_NxL & maskable_NxL).sum() / max(num_answer, 1))
+  extra = {}
+  for name, value in checked.items():
+    value = np.asarray(value)
+    if (name not in ("solved", "correct") and value.shape == (n,)
+        and np.issubdtype(value.dtype, np.number)):
+      extra[name] = float(np.mean(value))
+  return StrategyResult(
+      strategy=strategy, num_puzzles=n, num_solved=int(solved_N.sum()),
+      solved=float(solved_N.mean()), cell_accuracy=cell_acc,
+      mean_steps=float(np.mean(steps_N)),
+      puzzles_per_sec=float(timed / seconds) if seconds > 0 else float("inf"),
+      seconds=float(seconds), solved_N=solved_N, correct_NxL=correct_NxL,
+      tokens_NxL=np.asarray(tokens_NxL, np.int32), steps_N=np.asarray(steps_N, np.int32),
+      order_NxL=None if order_NxL is None else np.asarray(order_NxL, np.int32),
+      maskable_NxL=maskable_NxL, extra=extra)
+
+
+def evaluate_strategies(task: base.Task, examples: base.Examples, *,
+                        key: jax.Array,
+                        logits_fn: LogitsFn | None = None,
+                        apply_fn: ApplyFn | None = None,
+                        params: Any = None,
+                        strategies: Sequence[str] = ("vanilla", "top_prob", "margin"),
+                        batch_size: int = 256,
+                        num_steps: int = 50,
+                        schedule: str = "linear",
+                        k_mode: str = "deterministic",
+                        gumbel: float = 0.0,
+                        temperature: float = 0.0,
+                        remask: bool = False,
+                        arm_ordering: str | None = None,
+                        shard: bool | None = None,
+                        verbose: bool = False) -> dict[str, StrategyResult]:
+  """Generates the answers of `examples` with each strategy and scores them.
+
+  Args:
+    task: the puzzle task (`data.get_task(...)`).
+    examples: the task's examples (e.g. `data.store.load_examples(path)`).
+    key: jax.random key; same key, same result (each strategy uses the same key).
+    logits_fn: tokens int32[B, L] -> logits [B, L, V]; or give `apply_fn` and
+      `params` (apply_fn(params, tokens) -> logits), compiled once per strategy.
+    params: the parameters passed to `apply_fn`.
+    strategies: MDM strategies ('vanilla', 'random', 'top_prob', 'margin',
+      'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
+    batch_size: puzzles per generation call (the last batch is padded).
+    num_steps, schedule, k_mode, gumbel, temperature, remask: `sampling.sample`
+      options ('vanilla' ignores remask).
+    arm_ordering: one of `task.arm_orderings`, for 'greedy'.
+    shard: split each batch over the local devices (when it divides evenly);
+      None = only when they are accelerators (GPU/TPU), not CPU devices.
+    verbose: print one line per strategy.
+
+  Returns:
+    {strategy: StrategyResult}, in the order given.
+  """
+  if not isinstance(task, base.Task):
+    raise ValueError(f"task must be a mdm_jax.data.base.Task, got {type(task).__name__}")
+  _check_examples(examples)
+  strategies = check_strategies(strategies)
+  if (logits_fn is None) == (apply_fn is None):
+    raise ValueError("give exactly one of logits_fn or apply_fn (with params)")
+  if logits_fn is not None and not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  if apply_fn is not None:
+    if not callable(apply_fn):
+      raise ValueError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+    if params is None:
+      raise ValueError("apply_fn needs params")
+  batch_size = _check_int("batch_size", batch_size, 1)
+  sampling._check_key(key)  # pylint: disable=protected-access
+  options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
+                 temperature=temperature, remask=remask)
+
+  encoded = task.mdm_encode(examples)
+  tokens_NxL = np.asarray(encoded["tokens"], np.int32)
+  maskable_NxL = np.asarray(encoded["maskable"], bool)
+  results: dict[str, StrategyResult] = {}
+
+  if strategies == (ARM_STRATEGY,):
+    if arm_ordering not in task.arm_orderings:
+      raise ValueError(f"strategy 'greedy' needs arm_ordering, one of "
+                       f"{', '.join(task.arm_orderings) or '(none: task has no ARM layout)'};"
+                       f" got {arm_ordering!r}")
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    arm = task.arm_encode(examples, arm_ordering, rng=np.random.default_rng(seed))
+    arm_tokens = np.asarray(arm["tokens"], np.int32)
+    prompt_len_N = np.asarray(arm["prompt_len"], np.int32)
+    # Blank every answer token, so that no model (even a non-causal one) sees it.
+    length = arm_tokens.shape[1]
+    arm_tokens = np.where(np.arange(length)[None] < prompt_len_N[:, None], arm_tokens, 0)
+    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params)
+    (out_tokens,), seconds, timed = _run_batched(
+        run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard)
+    decoded = np.asarray(task.arm_decode(examples, out_tokens), np.int32)
+    result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
+                    length - prompt_len_N, None, seconds, timed)
+    results[ARM_STRATEGY] = result
+    if verbose:
+      print(_progress_line(result), flush=True)
+    return results
+
+  layout = task.mdm_layout()
+  mask_id = int(layout.mask_id)
+  if not maskable_NxL.any():
+    raise ValueError("the examples have no answer (maskable) position to generate")
+  _check_sampler_options(strategies, mask_id, options)
+  start_NxL = np.where(maskable_NxL, mask_id, tokens_NxL).astype(np.int32)
+  for strategy in strategies:
+    runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
+                         params=params, mask_id=mask_id, options=options)
+    (out_tokens, order, steps), seconds, timed = _run_batched(
+        lambda t, k: _as_tuple(runner(t, k)), (start_NxL,), batch_size=batch_size,
+        key=key, shard=shard)
+    result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
+                    seconds, timed)
+    results[strategy] = result
+    if verbose:
+      print(_progress_line(result), flush=True)
+  return results
+
+
+def _as_tuple(out: sampling.SampleOutput) -> tuple[jax.Array, jax.Array, jax.Array]:
+  steps = jnp.broadcast_to(out.steps, out.tokens.shape[:1])
+  return out.tokens, out.order, steps
+
+
+def _progress_line(r: StrategyResult) -> str:
+  return (f"  {STRATEGY_LABELS[r.strategy]:>16}: solved {r.num_solved}/{r.num_puzzles}"
+          f" ({100 * r.solved:.2f}%), cells {100 * r.cell_accuracy:.2f}%, "
+          f"{r.mean_steps:.1f} steps, {r.puzzles_per_sec:.1f} puzzles/s")
+
+
+# ----------------------------------------------------------------------------------
+# L&O-NAE-SAT: per-position error of the denoiser under random masking (Figure 2).
+
+
+def position_errors(task: base.Task, examples: base.Examples, *, key: jax.Array,
+                    logits_fn: LogitsFn | None = None, apply_fn: ApplyFn | None = None,
+                    params: Any = None, batch_size: int = 256) -> dict[str, Any]:
+  """Per-position error of the denoiser's predictions under random masking.
+
+  Each example draws t ~ U(0, 1) and masks each answer position with probability
+  t (the forward process at alpha = 1 - t); the model predicts every masked
+  position in one pass. Error = 1 - p(true token) (and, 'argmax', whether the most
+  likely token is wrong), averaged per position over the examples that masked it.
+
+  Returns {'per_position': float[L], 'per_position_argmax': float[L],
+  'masked_count': int[L]} plus the task's own summary when it has
+  `latent_obs_errors` (L&O-NAE-SAT: 'latent', 'obs' means).
+  """
+  from mdm_jax import masking  # pylint: disable=g-import-not-at-top
+  if not isinstance(task, base.Task):
+    raise ValueError(f"task must be a mdm_jax.data.base.Task, got {type(task).__name__}")
+  _check_examples(examples)
+  if (logits_fn is None) == (apply_fn is None):
+    raise ValueError("give exactly one of logits_fn or apply_fn (with params)")
+  batch_size = _check_int("batch_size", batch_size, 1)
+  mask_id = int(task.mdm_layout().mask_id)
+  encoded = task.mdm_encode(examples)
+  x0_NxL = np.asarray(encoded["tokens"], np.int32)
+  maskable_NxL = np.asarray(encoded["maskable"], bool)
+
+  def predict(params, x0_BxL, maskable_BxL, key):
+    key_t, key_m = jax.random.split(key)
+    t_B = jax.random.uniform(key_t, x0_BxL.shape[:1], minval=1e-3, maxval=1.0)
+    xt_BxL, masked_BxL = masking.mask_tokens(key_m, x0_BxL, maskable_BxL, 1.0 - t_B,
+                                             mask_id)
+    fn = logits_fn if logits_fn is not None else functools.partial(apply_fn, params)
+    logits_BxLxV = fn(xt_BxL).astype(jnp.float32)
+    logits_BxLxV = logits_BxLxV.at[..., mask_id].set(-jnp.inf)
+    return jax.nn.softmax(logits_BxLxV, axis=-1), masked_BxL
+
+  predict_jit = jax.jit(predict)
+  (probs_NxLxV, masked_NxL), _, _ = _run_batched(
+      lambda x0, mk, k: predict_jit(params, x0, mk, k), (x0_NxL, maskable_NxL),
+      batch_size=batch_size, key=key, shard=False)
+  probs_NxLxV = probs_NxLxV.astype(np.float64)
+  p_true = np.take_along_axis(probs_NxLxV, x0_NxL[..., None], axis=2)[..., 0]
+  wrong = np.argmax(probs_NxLxV, axis=2) != x0_NxL
+  count = masked_NxL.sum(axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    per = np.where(count > 0, np.where(masked_NxL, 1 - p_true, 0).sum(0) / count, np.nan)
+    per_argmax = np.where(count > 0, np.where(masked_NxL, wrong, 0).sum(0) / count, np.nan)
+  out: dict[str, Any] = {"per_position": per, "per_position_argmax": per_argmax,
+                         "masked_count": count}
+  summary_fn = getattr(task, "latent_obs_errors", None)
+  if callable(summary_fn):
+    summary = summary_fn(x0_NxL, probs_NxLxV, masked_NxL, kind="prob")
+    argmax = summary_fn(x0_NxL, probs_NxLxV, masked_NxL, kind="argmax")
+    out.update({k: v for k, v in summary.items() if k != "per_position"})
+    out.update({f"{k}_argmax": v for k, v in argmax.items() if k != "per_position"})
+  return out
+
+
+# ----------------------------------------------------------------------------------
+# Tables.
+
+EXTRA_LABELS = {"consistent_frac": "Consistent obs."}
+_ARM_LABELS = {"solver": "with ordering", "row_major": "without ordering"}
+
+
+def method_label(objective: str, strategy: str, ordering: str | None = None) -> str:
+  """'MDM top prob margin', 'ARM (with ordering)', ... as in the paper's tables."""
+  if strategy == ARM_STRATEGY or objective == "arm":
+    return f"ARM ({_ARM_LABELS.get(ordering or '', f'{ordering} order')})"
+  return f"MDM {STRATEGY_LABELS[strategy]}"
+
+
+def format_params(num: int | None) -> str:
+  """6_312_000 -> '6.3M' (the tables' model size)."""
+  if num is None:
+    return "?"
+  if num >= 1e9:
+    return f"{num / 1e9:.1f}B"
+  if num >= 1e6:
+    return f"{num / 1e6:.1f}M"
+  if num >= 1e3:
+    return f"{num / 1e3:.0f}k"
+  return str(num)
+
+
+def _pct(x: float | None) -> str:
+  return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+  """A table like the paper's Tables 1, 2, 3, 5: one row per method.
+
+  Each row: {'method', 'num_params', 'solved', 'cell_accuracy', 'mean_steps',
+  'puzzles_per_sec', 'num_puzzles'} plus optional extra shares (EXTRA_LABELS).
+  """
+  extras = [k for k in EXTRA_LABELS if any(k in r for r in rows)]
+  head = (["Method", "# Param", "Accuracy"] + [EXTRA_LABELS[k] for k in extras]
+          + ["Cell accuracy", "Mean steps", "Puzzles/s", "Puzzles"])
+  lines = ["| " + " | ".join(head) + " |",
+           "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+  for r in rows:
+    pps = r.get("puzzles_per_sec")
+    cells = ([r["method"], format_params(r.get("num_params")), _pct(r["solved"])]
+             + [_pct(r.get(k)) for k in extras]
+             + [_pct(r.get("cell_accuracy")), f"{r.get('mean_steps', float('nan')):.1f}",
+                "n/a" if pps is None or not math.isfinite(pps) else f"{pps:.1f}",
+                str(r.get("num_puzzles", ""))])
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _table_rows(result: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
+  rows = []
+  for strategy, s in result["splits"][split]["strategies"].items():
+    rows.append(dict(s, method=method_label(result["objective"], strategy,
+                                            result.get("arm_ordering")),
+                     num_params=result.get("num_params")))
+  return rows
+
+
+def _split_title(result: Mapping[str, Any], split: str) -> str:
+  task = result["task"]
+  params = ", ".join(f"{k}={v}" for k, v in task["params"].items() if v is not None)
+  n = result["splits"][split]["num_puzzles"]
+  step = result.get("step")
+  at = f", checkpoint step {step}" if step is not None else ""
+  return f"{task['name']} ({params}): split '{split}', {n} puzzles{at}"
+
+
+def results_markdown(result: Mapping[str, Any]) -> str:
+  """The whole evaluation as markdown: one table per split, then notes."""
+  parts = [f"# Evaluation of {result['workdir']}", ""]
+  s = result.get("sampler")
+  if s and result["objective"] == "mdm":
+    parts += [f"Sampler: {s['num_steps']} steps, schedule {s['schedule']}, "
+              f"K {s['k_mode']}, Gumbel {s['gumbel']}, temperature {s['temperature']}, "
+              f"remask {s['remask']}. Accuracy = puzzles solved completely.", ""]
+  for split in result["splits"]:
+    parts += [f"## {_split_title(result, split)}", "",
+              markdown_table(_table_rows(result, split)), ""]
+    strategies = result["splits"][split]["strategies"]
+    if "vanilla" in strategies and len(strategies) > 1:
+      others = [k for k in strategies if k != "vanilla"]
+      for key, label in [("solved", "accuracy")] + list(EXTRA_LABELS.items()):
+        if key not in strategies["vanilla"]:
+          continue
+        parts.append(f"- {label}: vanilla {_pct(strategies['vanilla'][key])} -> "
+                     + ", ".join(f"{STRATEGY_LABELS[k]} {_pct(strategies[k][key])}"
+                                 for k in others))
+      parts.append("")
+    sweep = result["splits"][split].get("sweep")
+    if sweep:
+      steps = sorted({int(k) for v in sweep["accuracy"].values() for k in v})
+      parts += [f"Accuracy against sampling steps ({sweep['num_puzzles']} puzzles):", "",
+                "| Method | " + " | ".join(f"{k} steps" for k in steps) + " |",
+                "|---|" + "---:|" * len(steps)]
+      for strategy, acc in sweep["accuracy"].items():
+        parts.append(f"| {method_label('mdm', strategy)} | "
+                     + " | ".join(_pct(acc.get(str(k))) for k in steps) + " |")
+      parts.append("")
+  pe = result.get("position_errors")
+  if pe and "latent" in pe:
+    parts += ["## Denoiser error by position type (random masking, t ~ U(0, 1))", "",
+              "| Positions | 1 - p(true) | argmax wrong |", "|---|---:|---:|",
+              f"| latents | {pe['latent']:.4f} | {pe.get('latent_argmax', float('nan')):.4f} |",
+              f"| observations | {pe['obs']:.4f} | {pe.get('obs_argmax', float('nan')):.4f} |",
+              ""]
+  if result.get("plots"):
+    parts += ["Pictures: " + ", ".join(os.path.basename(p) for p in result["plots"]), ""]
+  return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------
+# Grids for the pictures.
+
+
+def answer_grid(task: base.Task) -> tuple[int, int, np.ndarray, tuple[int, int] | None] | None:
+  """(rows, cols, positions[rows*cols], box or None) of the task's answer grid.
+
+  Uses `task.answer_grid()` when the task has it; else Sudoku-like tasks
+  (box_rows, box_cols: the last n*n positions) and Zebra-like tasks (max_houses,
+  max_attrs: the last Hm*Am positions). None when the answer is not a grid.
+  """
+  fn = getattr(task, "answer_grid", None)
+  if callable(fn):
+    rows, cols, positions, box = fn()
+    return int(rows), int(cols), np.asarray(positions, int), box
+  length = task.mdm_layout().seq_len
+  br, bc = getattr(task, "box_rows", None), getattr(task, "box_cols", None)
+  if isinstance(br, int) and isinstance(bc, int):
+    n = br * bc
+    if n * n <= length:
+      return n, n, np.arange(length - n * n, length), (br, bc)
+  hm, am = getattr(task, "max_houses", None), getattr(task, "max_attrs", None)
+  if isinstance(hm, int) and isinstance(am, int) and hm * am <= length:
+    return hm, am, np.arange(length - hm * am, length), None
+  return None
+
+
+def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyResult]],
+                task: base.Task, workdir: str, out_dir: str) -> list[str]:
+  from mdm_jax import plots  # pylint: disable=g-import-not-at-top
+  paths = []
+  grid = answer_grid(task)
+  for split, per_strategy in raw.items():
+    ordered = {s: r for s, r in per_strategy.items() if r.order_NxL is not None}
+    title_base = f"{task.name} '{split}'"
+    subtitles = {s: f"{method_label(result['objective'], s, result.get('arm_ordering'))}"
+                    f"\nsolved {100 * r.solved:.1f}%" for s, r in per_strategy.items()}
+    if grid is not None:
+      rows, cols, positions, box = grid
+      if ordered:
+        grids = {s: plots.cell_mean(r.order_NxL + 1, r.order_NxL >= 0, (rows, cols),
+                                    positions) for s, r in ordered.items()}
+        paths.append(plots.plot_cell_heatmaps(
+            grids, os.path.join(out_dir, f"{split}_decode_order.png"),
+            title=f"{title_base}: mean step at which each cell was decoded "
+                  "(grey: never generated)",
+            colorbar_label="mean decoding step (1 = first)", box=box, cmap="viridis",
+            subtitles=subtitles))
+      errs = {}
+      for s, r in per_strategy.items():
+        errs[s] = plots.cell_mean(~r.correct_NxL, r.maskable_NxL, (rows, cols), positions)
+      paths.append(plots.plot_cell_heatmaps(
+          errs, os.path.join(out_dir, f"{split}_cell_errors.png"),
+          title=f"{title_base}: error rate per cell (over the puzzles where it was blank)",
+          colorbar_label="share of wrong answers", box=box, cmap="magma_r",
+          vmin=0.0, fmt="{:.2f}", subtitles=subtitles))
+    elif ordered:
+      curves = {}
+      for s, r in ordered.items():
+        curves[method_label(result["objective"], s)] = plots.position_mean(
+            r.order_NxL + 1, r.order_NxL >= 0)
+      paths.append(plots.plot_position_curves(
+          curves, os.path.join(out_dir, f"{split}_decode_order.png"),
+          title=f"{title_base}: mean step at which each position was decoded",
+          ylabel="mean decoding step (1 = first)", boundary=_latent_boundary(task)))
+    sweep = result["splits"][split].get("sweep")
+    if sweep:
+      named = {method_label("mdm", s): {int(k): v for k, v in acc.items()}
+               for s, acc in sweep["accuracy"].items()}
+      paths.append(plots.plot_accuracy_vs_steps(
+          named, os.path.join(out_dir, f"{split}_accuracy_vs_steps.png"),
+          title=f"{title_base}: accuracy against sampling steps "
+                f"({sweep['num_puzzles']} puzzles)"))
+  pe = result.get("position_errors")
+  if pe is not None:
+    boundary = _latent_boundary(task)
+    is_latent = np.arange(len(pe["per_position"])) < (boundary or 0)
+    paths.append(plots.plot_position_error(
+        np.asarray(pe["per_position"], float), is_latent,
+        os.path.join(out_dir, "position_errors.png"),
+        title=f"{task.name}: denoiser error per position under random masking",
+        ylabel="1 - p(true token)"))
+  if os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+    try:
+      paths.append(plots.plot_loss_curves(workdir, os.path.join(out_dir, "loss_curves.png")))
+    except ValueError as e:
+      print(f"note: no loss curves ({e})", file=sys.stderr)
+  return paths
+
+
+def _latent_boundary(task: base.Task) -> int | None:
+  k = getattr(task, "num_latents", None)
+  return int(k) if isinstance(k, int) else None
+
+
+# ----------------------------------------------------------------------------------
+# Evaluation of a checkpoint.
+
+
+def _cfg_get(config: ml_collections.ConfigDict | None, path: str, default: Any) -> Any:
+  node: Any = config
+  for part in path.split("."):
+    if node is None:
+      return default
+    try:
+      node = node[part]
+    except (KeyError, AttributeError, TypeError):
+      return default
+  return default if node is None else node
+
+
+def _checkpoint_step(path: str) -> int | None:
+  """The step `load_for_inference` restores by default (the latest), if visible."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, "params")) and os.path.basename(path).isdigit():
+    return int(os.path.basename(path))
+  directory = os.path.join(path, "checkpoints")
+  if not os.path.isdir(directory):
+    directory = path
+  steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
+      directory) else []
+  return max(steps) if steps else None
+
+
+def load_model(path: str, *, step: int | None = None
+               ) -> tuple[Any, ml_collections.ConfigDict, base.Task, ApplyFn, int]:
+  """Restores a checkpoint for inference.
+
+  Returns (EMA params, the run's config, its task, apply_fn(params, tokens) ->
+  logits, number of parameters). Raises ValueError (one line) when the checkpoint
+  is missing or unreadable.
+  """
+  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from mdm_jax import train  # pylint: disable=g-import-not-at-top
+  from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(path):
+    raise ValueError(f"checkpoint path {path} does not exist")
+  try:
+    params, saved = ckpt_lib.load_for_inference(path, step=step, ema=True)
+  except ValueError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    msg = " ".join(str(e).split())[:300]
+    raise ValueError(f"cannot read the checkpoint in {path}: {type(e).__name__}: {msg}"
+                     ) from None
+  task = train.build_task(saved)
+  model, _ = train.build_model(saved, task)
+
+  def apply_fn(params: Any, tokens_BxL: jax.Array) -> jax.Array:
+    return model.apply({"params": params}, tokens_BxL, train=False)
+
+  return params, saved, task, apply_fn, transformer.count_params(params)
+
+
+def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
+             task: base.Task, split: str) -> base.Examples:
+  from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
+  task.validate_split(split)
+  sizes = {"train": "num_train", "test": "num_test", "hard": "num_hard"}
+  num = int(_cfg_get(saved, f"data.{sizes.get(split, 'num_test')}", 0) or
+            _cfg_get(saved, "data.num_test", 1000))
+  data_dir = os.path.expanduser(str(_cfg_get(config, "data.dir", None) or
+                                    _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
+  shard_size = _cfg_get(saved, "data.shard_size", None)
+  path = store.ensure_dataset(task, split, num, int(_cfg_get(saved, "data.seed", 0)),
+                              data_dir, shard_size=None if shard_size is None else int(
+                                  shard_size), progress=jax.process_index() == 0)
+  return store.load_examples(path)
+
+
+def _to_json(x: Any) -> Any:
+  if isinstance(x, Mapping):
+    return {str(k): _to_json(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_to_json(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _to_json(x.tolist())
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(float(x)) else None
+  return x
+
+
+def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
+             split: str | None = None, strategies: Sequence[str] | None = None,
+             checkpoint: str | None = None, num_puzzles: int | None = None,
+             plots: bool = True) -> dict[str, Any]:
+  """Evaluates a trained checkpoint; writes `<workdir>/eval/results.{json,md}` + PNGs.
+
+  The model, task, objective and data identity come from the checkpoint's saved
+  config; sampler and evaluation settings (config.sampler.*, config.eval.*,
+  config.data.dir) from `config` (None: the saved config's).
+
+  Args:
+    config: the experiment config (e.g. from main --config), or None.
+    workdir: the run directory; results go to `<workdir>/eval/`.
+    split: one split instead of config.eval.splits.
+    strategies: instead of config.sampler.strategies (MDM checkpoints); ARM
+      checkpoints always decode greedily in their training ordering.
+    checkpoint: a checkpoint directory or workdir to load instead of `workdir`.
+    num_puzzles: instead of config.eval.num_puzzles.
+    plots: write the PNG pictures.
+
+  Extra config.eval fields read when present: sweep_steps (default (5, 10, 25,
+  50); [] turns the num_steps sweep off), sweep_puzzles (default min(N, 1000)),
+  error_puzzles (L&O per-position errors; default min(N, 1000)).
+
+  Returns the results dict written to results.json.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  params, saved, task, apply_fn, num_params = load_model(checkpoint or workdir)
+  cfg = config if config is not None else saved
+  want_task = _cfg_get(config, "task.name", None)
+  if want_task is not None and want_task != saved.task.name:
+    raise ValueError(f"config.task.name={want_task!r} but the checkpoint was trained on "
+                     f"{saved.task.name!r}; pass the run's own config")
+  objective = str(saved.objective)
+  out_dir = os.path.join(workdir, "eval")
+  write = jax.process_index() == 0
+  result: dict[str, Any] = {
+      "workdir": workdir, "checkpoint": os.path.abspath(checkpoint or workdir),
+      "step": _checkpoint_step(checkpoint or workdir), "objective": objective,
+      "task": {"name": task.name, "params": task.params()},
+      "model": {"preset": str(saved.model.preset)}, "num_params": num_params,
+      "splits": {},
+  }
+  if objective == "pi":
+    print("pi-learner checkpoints are evaluated by their loss only (see "
+          "plots.plot_pi_learners); writing the loss curves", flush=True)
+    if write and plots:
+      result["plots"] = _make_plots(result, {}, task, workdir, out_dir)
+    return result
+
+  if strategies is None:
+    strategies = ((ARM_STRATEGY,) if objective == "arm" else
+                  tuple(_cfg_get(cfg, "sampler.strategies", ("vanilla", "top_prob", "margin"))))
+  strategies = check_strategies(strategies)
+  if objective == "arm" and strategies != (ARM_STRATEGY,):
+    raise ValueError(f"an autoregressive checkpoint decodes with strategy "
+                     f"{ARM_STRATEGY!r} only, got {list(strategies)}")
+  if objective == "mdm" and ARM_STRATEGY in strategies:
+    raise ValueError(f"strategy {ARM_STRATEGY!r} needs an autoregressive checkpoint; "
+                     f"this one is a masked diffusion model")
+  splits = [split] if split is not None else list(_cfg_get(cfg, "eval.splits", ["test"]))
+  for s in splits:
+    task.validate_split(s)
+  n_want = num_puzzles if num_puzzles is not None else _cfg_get(cfg, "eval.num_puzzles",
+                                                                  1000)
+  n_want = _check_int("num_puzzles", n_want, 1)
+  sampler_options = dict(
+      num_steps=int(_cfg_get(cfg, "sampler.num_steps", 50)),
+      schedule=str(_cfg_get(cfg, "sampler.schedule", "linear")),
+      k_mode=str(_cfg_get(cfg, "sampler.k_mode", "deterministic")),
+      gumbel=float(_cfg_get(cfg, "sampler.gumbel", 0.0)),
+      temperature=float(_cfg_get(cfg, "sampler.temperature", 0.0)),
+      remask=bool(_cfg_get(cfg, "sampler.remask", False)))
+  if objective == "mdm":
+    _check_sampler_options(strategies, int(task.mdm_layout().mask_id), sampler_options)
+    result["sampler"] = sampler_options
+  arm_ordering = str(_cfg_get(saved, "data.ordering", "")) or None
+  result["arm_ordering"] = arm_ordering if objective == "arm" else None
+  batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
+  key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
+  sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
+  raw: dict[str, dict[str, StrategyResult]] = {}
+
+  for split_name in splits:
+    examples = _dataset(cfg, saved, task, split_name)
+    n_all = _check_examples(examples)
+    n = min(n_want, n_all)
+    if n < n_want:
+      print(f"note: split '{split_name}' holds {n_all} puzzles; evaluating {n}",
+            flush=True)
+    examples = {k: np.asarray(v[:n]) for k, v in examples.items()}
+    print(f"{task.name} '{split_name}': {n} puzzles, {num_params:,} params", flush=True)
+    per = evaluate_strategies(
+        task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
+        batch_size=batch_size, arm_ordering=arm_ordering, verbose=True,
+        **(sampler_options if objective == "mdm" else {}))
+    raw[split_name] = per
+    entry: dict[str, Any] = {"num_puzzles": n,
+                             "strategies": {s: r.summary() for s, r in per.items()}}
+    if objective == "mdm" and sweep_steps and split_name == splits[0]:
+      m = min(n, int(_cfg_get(cfg, "eval.sweep_puzzles", 1000)))
+      sub = {k: v[:m] for k, v in examples.items()}
+      acc: dict[str, dict[str, float]] = {s: {} for s in strategies}
+      for steps in sweep_steps:
+        opts = dict(sampler_options, num_steps=steps)
+        swept = evaluate_strategies(task, sub, key=key, apply_fn=apply_fn, params=params,
+                                    strategies=strategies, batch_size=batch_size, **opts)
+        for s, r in swept.items():
+          acc[s][str(steps)] = r.solved
+      entry["sweep"] = {"num_puzzles": m, "accuracy": acc}
+      print("  accuracy vs steps: " + "; ".join(
+          f"{STRATEGY_LABELS[s]} " + " ".join(f"{k}:{100 * v:.1f}%" for k, v in a.items())
+          for s, a in acc.items()), flush=True)
+    result["splits"][split_name] = entry
+
+  if objective == "mdm" and callable(getattr(task, "latent_obs_errors", None)):
+    examples = _dataset(cfg, saved, task, splits[0])
+    m = min(_check_examples(examples), int(_cfg_get(cfg, "eval.error_puzzles", 1000)))
+    pe = position_errors(task, {k: np.asarray(v[:m]) for k, v in examples.items()},
+                         key=jax.random.fold_in(key, 1), apply_fn=apply_fn,
+                         params=params, batch_size=batch_size)
+    pe["num_puzzles"] = m
+    result["position_errors"] = pe
+    print(f"  denoiser error (1 - p(true)): latents {pe['latent']:.4f}, "
+          f"observations {pe['obs']:.4f}", flush=True)
+
+  if write:
+    os.makedirs(out_dir, exist_ok=True)
+    if plots:
+      result["plots"] = _make_plots(result, raw, task, workdir, out_dir)
+    result = _to_json(result)
+    md = results_markdown(result)
+    _atomic_write(os.path.join(out_dir, "results.json"),
+                  json.dumps(result, indent=1, sort_keys=False))
+    _atomic_write(os.path.join(out_dir, "results.md"), md + "\n")
+    print(md, flush=True)
+    print(f"wrote {out_dir}/results.json, results.md"
+          + (f" and {len(result.get('plots', []))} pictures" if plots else ""), flush=True)
+  else:
+    result = _to_json(result)
+  return result
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------
+# Several runs in one table (e.g. Table 2: ARM and MDM rows side by side).
+
+
+def combined_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+  """One table per (task, split) over several runs' results (results.json dicts)."""
+  groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+  for result in results:
+    task = result["task"]
+    params = ", ".join(f"{k}={v}" for k, v in task["params"].items() if v is not None)
+    for split in result["splits"]:
+      groups.setdefault((f"{task['name']} ({params})", split), []).extend(
+          _table_rows(result, split))
+  parts = []
+  for (task_key, split), rows in groups.items():
+    parts += [f"## {task_key}: split '{split}'", "", markdown_table(rows), ""]
+  return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m mdm_jax.evaluate table WORKDIR...`: one table over several runs."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="python -m mdm_jax.evaluate",
+      description="Combine evaluated runs (their eval/results.json) into one table.")
+  sub = parser.add_subparsers(dest="what", required=True)
+  p_table = sub.add_parser("table", help="print one markdown table over the runs")
+  p_table.add_argument("workdirs", nargs="+")
+  p_table.add_argument("--out", default=None, help="also write the table here")
+  args = parser.parse_args(argv)
+  results = []
+  for w in args.workdirs:
+    path = w if w.endswith(".json") else os.path.join(w, "eval", "results.json")
+    try:
+      with open(path, encoding="utf-8") as f:
+        results.append(json.load(f))
+    except (OSError, ValueError) as e:
+      print(f"error: cannot read {path} ({' '.join(str(e).split())}); run "
+            "--mode=eval on that workdir first", file=sys.stderr)
+      return 2
+  md = combined_markdown(results)
+  print(md)
+  if args.out:
+    _atomic_write(args.out, md + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,323 @@
+"""One Flax transformer denoiser with the paper's presets (PAPER.md section 4).
+
+GPT-2 style (LayerNorm, GELU, learned positions) and LLaMA style (RMSNorm, SwiGLU,
+RoPE) are options of the same module. Bidirectional for masked diffusion, causal for
+the autoregressive baselines. No time input.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdm_jax.models import attention
+
+_POSITIONAL = ("learned", "rope")
+_NORMS = ("layernorm", "rmsnorm")
+_MLPS = ("gelu", "swiglu")
+_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyper-parameters of `Transformer` (hashable: usable as a jit static arg)."""
+  vocab_size: int
+  seq_len: int
+  num_layers: int
+  d_model: int
+  num_heads: int
+  mlp_dim: int
+  positional: str = "learned"  # 'learned' | 'rope'
+  norm: str = "layernorm"  # 'layernorm' | 'rmsnorm'
+  mlp: str = "gelu"  # 'gelu' (tanh approximation, as GPT-2) | 'swiglu'
+  qk_norm: bool = False  # normalise q and k per head (config.norm type) before RoPE
+  dropout: float = 0.0  # embeddings, attention probabilities, residual branches
+  causal: bool = False
+  dtype: str = "float32"  # compute dtype; params stay `param_dtype`, logits float32
+  param_dtype: str = "float32"
+  use_bias: bool = True  # biases in dense layers and LayerNorm
+  norm_eps: float = 1e-5
+  rope_base: float = 10000.0
+  init_std: float = 0.02
+  # CPU speed option (benchmarks/forward.py): run the network on chunks of this
+  # many sequences in a lax.scan (same function, shared params) so that activations
+  # stay in cache; 0 = off. Chunks take every n-th sequence, so a batch sharded over
+  # devices stays sharded inside each chunk. 8 suits ~81-token sequences on CPU.
+  batch_chunk: int = 0
+
+  def __post_init__(self):
+    for name in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads",
+                 "mlp_dim"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+    if self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} must be divisible by "
+                       f"num_heads={self.num_heads}")
+    if self.positional not in _POSITIONAL:
+      raise ValueError(f"positional={self.positional!r}; choose one of {_POSITIONAL}")
+    if self.positional == "rope" and self.head_dim % 2:
+      raise ValueError(f"RoPE needs an even head dim, got {self.head_dim}")
+    if self.norm not in _NORMS:
+      raise ValueError(f"norm={self.norm!r}; choose one of {_NORMS}")
+    if self.mlp not in _MLPS:
+      raise ValueError(f"mlp={self.mlp!r}; choose one of {_MLPS}")
+    if self.dtype not in _DTYPES or self.param_dtype not in _DTYPES:
+      raise ValueError(f"dtype={self.dtype!r}, param_dtype={self.param_dtype!r}; "
+                       f"choose from {_DTYPES}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    if self.batch_chunk < 0:
+      raise ValueError(f"batch_chunk must be >= 0, got {self.batch_chunk}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sudoku MDM: GPT-2 style, 3 x 384, 12 heads, MLP 4x, dropout 0.1.
+    "gpt2-6m": dict(num_layers=3, d_model=384, num_heads=12, mlp_dim=1536,
+                    positional="learned", norm="layernorm", mlp="gelu",
+                    dropout=0.1, use_bias=True),
+    # Zebra / L&O-NAE-SAT MDM: LLaMA style (SMDM 19M), 8 x 384, 6 heads.
+    "llama-19m": dict(num_layers=8, d_model=384, num_heads=6, mlp_dim=1536,
+                      positional="rope", norm="rmsnorm", mlp="swiglu",
+                      dropout=0.0, use_bias=False, norm_eps=1e-6),
+    # ARM baseline (Shah et al.): causal, 8 x 576, 8 heads, MLP 3456, qk-norm.
+    "arm-42m": dict(num_layers=8, d_model=576, num_heads=8, mlp_dim=3456,
+                    positional="learned", norm="layernorm", mlp="gelu",
+                    qk_norm=True, dropout=0.2, use_bias=True, causal=True),
+    # Tests.
+    "tiny": dict(num_layers=2, d_model=64, num_heads=4, mlp_dim=256,
+                 positional="learned", norm="layernorm", mlp="gelu",
+                 dropout=0.1, use_bias=True),
+}
+
+
+def preset(name: str, *, vocab_size: int, seq_len: int, causal: bool | None = None,
+           **overrides: Any) -> TransformerConfig:
+  """A named config (see `PRESETS`) for a task's vocabulary and sequence length.
+
+  `causal` defaults to the preset's own value (True for 'arm-42m', else False).
+  """
+  if name not in PRESETS:
+    raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+  fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+  unknown = set(overrides) - fields
+  if unknown:
+    raise ValueError(f"unknown TransformerConfig fields {sorted(unknown)}")
+  kwargs = dict(PRESETS[name])
+  if causal is not None:
+    kwargs["causal"] = causal
+  kwargs.update(overrides)
+  return TransformerConfig(vocab_size=vocab_size, seq_len=seq_len, **kwargs)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a parameter pytree."""
+  return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+def flops_per_token(config: TransformerConfig) -> float:
+  """Forward matmul FLOPs per token (2 per multiply-add), attention included.
+
+  With d = d_model, m = mlp_dim, L = seq_len, V = vocab_size, per layer:
+    q, k, v, output projections  8 d^2
+    scores q k^T and probs @ v   4 L d   (full L x L: the causal mask is applied to a
+                                          dense score matrix, so it costs the same)
+    MLP                          4 d m (GELU) or 6 d m (SwiGLU: gate, up, down)
+  plus the output head 2 d V. Embedding lookups, norms, softmax and activations are
+  not matmuls and are not counted.
+  """
+  d, m, length = config.d_model, config.mlp_dim, config.seq_len
+  mlp = (6 if config.mlp == "swiglu" else 4) * d * m
+  per_layer = 8 * d * d + 4 * length * d + mlp
+  return float(config.num_layers * per_layer + 2 * d * config.vocab_size)
+
+
+def _kernel_init(std: float) -> nn.initializers.Initializer:
+  return nn.initializers.normal(stddev=std)
+
+
+class _Norm(nn.Module):
+  """LayerNorm or RMSNorm over the last axis, statistics in float32."""
+  kind: str
+  eps: float
+  use_bias: bool
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = x.shape[-1]
+    x32 = x.astype(jnp.float32)
+    if self.kind == "layernorm":
+      mean = jnp.mean(x32, axis=-1, keepdims=True)
+      x32 = x32 - mean
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(var + self.eps)
+    scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+    y = y * scale.astype(jnp.float32)
+    if self.kind == "layernorm" and self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+      y = y + bias.astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+class _Dense(nn.Module):
+  """y = x @ W (+ b) on the last axis, computed in `dtype`."""
+  features: int
+  use_bias: bool
+  std: float
+  dtype: Any
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", _kernel_init(self.std),
+                        (x.shape[-1], self.features), self.param_dtype)
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                        self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class _Attention(nn.Module):
+  """Multi-head self-attention with one fused q/k/v projection."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
+    cfg = self.config
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    qkv_BxLx3D = _Dense(3 * cfg.d_model, cfg.use_bias, cfg.init_std, dtype, pdtype,
+                        name="qkv")(x_BxLxD)
+    q, k, v = attention.split_heads(qkv_BxLx3D, cfg.num_heads)  # each [B, H, L, K]
+    if cfg.qk_norm:
+      q = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype, name="q_norm")(q)
+      k = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype, name="k_norm")(k)
+    if cfg.positional == "rope":
+      cos, sin = attention.rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_base)
+      q = attention.apply_rope(q, cos, sin)
+      k = attention.apply_rope(k, cos, sin)
+    dropout_fn = None
+    if train and cfg.dropout > 0:
+      dropout_fn = lambda e: nn.Dropout(cfg.dropout)(e, deterministic=False)
+    out_BxHxLxK = attention.dot_product_attention(q, k, v, causal=cfg.causal,
+                                                  dropout_fn=dropout_fn)
+    out_BxLxD = attention.merge_heads(out_BxHxLxK)
+    resid_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+    return _Dense(cfg.d_model, cfg.use_bias, resid_std, dtype, pdtype,
+                  name="out")(out_BxLxD)
+
+
+class _Mlp(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    cfg = self.config
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    resid_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
+    if cfg.mlp == "swiglu":
+      gate_up = _Dense(2 * cfg.mlp_dim, cfg.use_bias, cfg.init_std, dtype, pdtype,
+                       name="gate_up")(x_BxLxD)
+      gate, up = jnp.split(gate_up, 2, axis=-1)
+      hidden = jax.nn.silu(gate) * up
+    else:
+      hidden = _Dense(cfg.mlp_dim, cfg.use_bias, cfg.init_std, dtype, pdtype,
+                      name="fc1")(x_BxLxD)
+      hidden = jax.nn.gelu(hidden, approximate=True)
+    return _Dense(cfg.d_model, cfg.use_bias, resid_std, dtype, pdtype,
+                  name="fc2")(hidden)
+
+
+class _Block(nn.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
+    cfg = self.config
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    drop = nn.Dropout(cfg.dropout, deterministic=not train)
+    h = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype, name="attn_norm")(x_BxLxD)
+    x_BxLxD = x_BxLxD + drop(_Attention(cfg, name="attn")(h, train=train))
+    h = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype, name="mlp_norm")(x_BxLxD)
+    return x_BxLxD + drop(_Mlp(cfg, name="mlp")(h))
+
+
+class _Network(nn.Module):
+  """Embeddings -> blocks -> final norm -> vocabulary head (float32 logits).
+
+  Written as a scan body, (carry, tokens) -> (carry, logits), so that it can run
+  over batch chunks; the carry is unused.
+  """
+  config: TransformerConfig
+  train: bool
+
+  @nn.compact
+  def __call__(self, carry: Any, tokens_BxL: jax.Array) -> tuple[Any, jax.Array]:
+    cfg, train = self.config, self.train
+    dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+    length = tokens_BxL.shape[1]
+    embed_VxD = self.param("embed", _kernel_init(cfg.init_std),
+                           (cfg.vocab_size, cfg.d_model), pdtype)
+    x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0)
+    if cfg.positional == "learned":
+      pos_LxD = self.param("pos_embed", _kernel_init(cfg.init_std),
+                           (cfg.seq_len, cfg.d_model), pdtype)
+      x_BxLxD = x_BxLxD + pos_LxD[:length]
+    x_BxLxD = x_BxLxD.astype(dtype)
+    x_BxLxD = nn.Dropout(cfg.dropout, deterministic=not train)(x_BxLxD)
+    for i in range(cfg.num_layers):
+      x_BxLxD = _Block(cfg, name=f"block_{i}")(x_BxLxD, train=train)
+    x_BxLxD = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype,
+                    name="final_norm")(x_BxLxD)
+    logits = _Dense(cfg.vocab_size, cfg.use_bias, cfg.init_std, dtype, pdtype,
+                    name="head")(x_BxLxD)
+    return carry, logits.astype(jnp.float32)
+
+
+class Transformer(nn.Module):
+  """Token denoiser: `tokens_BxL` int -> `logits_BxLxV` float32.
+
+  Dropout (train=True with config.dropout > 0) draws from the 'dropout' rng.
+  """
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+    cfg = self.config
+    if jnp.ndim(tokens_BxL) != 2:
+      raise ValueError(f"tokens must be [batch, length], got shape {jnp.shape(tokens_BxL)}")
+    if not jnp.issubdtype(jnp.result_type(tokens_BxL), jnp.integer):
+      raise ValueError(f"tokens must be integers, got {jnp.result_type(tokens_BxL)}")
+    b, length = tokens_BxL.shape
+    if length > cfg.seq_len:
+      raise ValueError(f"sequence length {length} exceeds config.seq_len={cfg.seq_len}")
+    chunk = cfg.batch_chunk
+    if chunk and b > chunk:
+      num_chunks = -(-b // chunk)
+      pad = num_chunks * chunk - b
+      tokens = jnp.pad(tokens_BxL, ((0, pad), (0, 0))) if pad else tokens_BxL
+      # sequence i * num_chunks + j goes to chunk j (strided chunks)
+      scan = nn.scan(_Network, variable_broadcast="params",
+                     split_rngs={"params": False, "dropout": True},
+                     in_axes=1, out_axes=1, length=num_chunks)
+      _, logits_CxNxLxV = scan(cfg, train, name="net")(
+          None, tokens.reshape(chunk, num_chunks, length))
+      logits_BxLxV = logits_CxNxLxV.reshape(num_chunks * chunk, length, -1)[:b]
+    else:
+      logits_BxLxV = _Network(cfg, train, name="net")(None, tokens_BxL)[1]
+    chex.assert_shape(logits_BxLxV, (b, length, cfg.vocab_size))
+    return logits_BxLxV

@@ -1,0 +1,470 @@
+"""Adaptive-order sampling for masked diffusion models (Kim et al. 2025, section 3).
+
+One `jax.lax.while_loop` over a small state runs every strategy. Each reverse step
+t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
+
+1. one forward pass `logits_fn(tokens_BxL) -> logits_BxLxV` (the MASK logit is set
+   to -inf: MASK is never written and never counts in a score);
+2. a candidate value per position (argmax, or a sample from softmax(logits/temp));
+3. a set of positions to fix:
+   - 'vanilla': every masked position independently with probability
+     p_i = (alpha_s - alpha_t) / (1 - alpha_t) (the ancestral step);
+   - 'random' | 'top_prob' | 'margin' | 'entropy': exactly K positions with the
+     highest score (random / max prob / top-1 minus top-2 prob / minus entropy), plus
+     `gumbel` times Gumbel noise; ties go to the lower position. K = round(m p_i)
+     clipped to [1, m] for m masked positions ('deterministic'), or Binomial(m, p_i)
+     ('binomial'). The last step fixes every remaining position (p_{T-1} = 1).
+   Scores use the model's own distribution softmax(logits) whatever the temperature.
+   With `remask=True` (Ye et al. 2024) every position masked at the start is
+   re-predicted at each step and only the best-scoring ones stay fixed, so that the
+   number of fixed positions follows the same K schedule.
+
+The loop stops as soon as no row has a MASK left. Positions given at the start never
+change. All shapes are static; per-row counts are dynamic, so batches may be sharded
+over devices along their first axis without any gathering.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mdm_jax import schedules
+
+STRATEGIES = ("vanilla", "random", "top_prob", "margin", "entropy")
+K_MODES = ("deterministic", "binomial")
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class SampleOutput:
+  """Result of `sample`.
+
+  tokens: int32[B, L], no MASK left.
+  order: int32[B, L], the step at which each position was (last) fixed; -1 where the
+    position was given at the start.
+  steps: int32[B], the number of reverse steps the row needed (<= num_steps).
+  """
+  tokens: jax.Array
+  order: jax.Array
+  steps: jax.Array
+
+
+@flax.struct.dataclass
+class _State:
+  step: jax.Array  # int32 scalar
+  tokens_BxL: jax.Array
+  order_BxL: jax.Array
+  steps_B: jax.Array
+
+
+# ----------------------------------------------------------------------------------
+# Argument checks (Python, before tracing).
+
+
+def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any,
+                   k_mode: Any, gumbel: Any, temperature: Any,
+                   remask: Any) -> schedules.Schedule:
+  """Validates the static options; returns the Schedule object."""
+  if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
+    raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
+  if mask_id < 0:
+    raise ValueError(f"mask_id must be >= 0, got {mask_id}")
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+    raise ValueError(f"num_steps must be a Python int >= 1, got {num_steps!r}")
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+  if k_mode not in K_MODES:
+    raise ValueError(f"unknown k_mode {k_mode!r}; valid: {', '.join(K_MODES)}")
+  for name, value in (("gumbel", gumbel), ("temperature", temperature)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+      raise ValueError(f"{name} must be a float >= 0, got {value!r}")
+    if not value >= 0.0 or not np.isfinite(value):
+      raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+  if not isinstance(remask, (bool, np.bool_)):
+    raise ValueError(f"remask must be a bool, got {remask!r}")
+  if remask and strategy == "vanilla":
+    raise ValueError("remask=True needs an ordering strategy ('random', 'top_prob', "
+                     "'margin', 'entropy'), not 'vanilla'")
+  if isinstance(schedule, schedules.Schedule):
+    return schedule
+  if not isinstance(schedule, str):
+    raise ValueError(f"schedule must be a name or a Schedule, got {schedule!r}")
+  return schedules.get_schedule(schedule)  # ValueError on unknown names
+
+
+def _is_concrete(x: Any) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_tokens(tokens_BxL: Any, name: str = "tokens") -> None:
+  """Static checks: an integer array of rank 2 with a non-empty batch and length."""
+  shape = getattr(tokens_BxL, "shape", None)
+  dtype = getattr(tokens_BxL, "dtype", None)
+  if shape is None or dtype is None:
+    raise ValueError(f"{name} must be an integer array [batch, length], got "
+                     f"{type(tokens_BxL).__name__}")
+  if len(shape) != 2:
+    raise ValueError(f"{name} must have rank 2 [batch, length], got shape {shape}")
+  if not jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    raise ValueError(f"{name} must hold integer token ids, got dtype {dtype}")
+  if shape[0] < 1 or shape[1] < 1:
+    raise ValueError(f"{name} must have a non-empty batch and length, got {shape}")
+
+
+def _check_has_mask(tokens_BxL: Any, mask_id: int) -> None:
+  """Value check on concrete inputs: at least one MASK to generate."""
+  if not _is_concrete(tokens_BxL):
+    return
+  if isinstance(tokens_BxL, jax.Array):
+    has_mask = bool(jnp.any(tokens_BxL == mask_id))
+  else:
+    has_mask = bool(np.any(np.asarray(tokens_BxL) == mask_id))
+  if not has_mask:
+    raise ValueError(f"tokens contain no MASK (mask_id={mask_id}): nothing to generate; "
+                     "set the positions to generate to mask_id")
+
+
+def _check_key(key: Any) -> None:
+  dtype = getattr(key, "dtype", None)
+  if dtype is None:
+    raise ValueError(f"key must be a jax.random key, got {type(key).__name__}")
+  if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise ValueError(f"key must be a single jax.random key, got shape {key.shape}")
+    return
+  if dtype != jnp.uint32 or key.shape != (2,):
+    raise ValueError("key must be a jax.random.key(seed) or jax.random.PRNGKey(seed), "
+                     f"got dtype {dtype} shape {key.shape}")
+
+
+def _check_logits_shape(logits: jax.Array, shape_BxL: tuple[int, ...],
+                        mask_id: int | None) -> None:
+  """Trace-time check of the model output (shapes are static)."""
+  if logits.ndim != 3 or logits.shape[:2] != tuple(shape_BxL):
+    raise ValueError(f"logits_fn must map tokens {tuple(shape_BxL)} to logits "
+                     f"[batch, length, vocab], got shape {logits.shape}")
+  if mask_id is not None and mask_id >= logits.shape[-1]:
+    raise ValueError(f"mask_id={mask_id} is out of range for the model's vocabulary "
+                     f"of size {logits.shape[-1]}")
+
+
+# ----------------------------------------------------------------------------------
+# Pieces of one step.
+
+
+def unmask_probs(schedule: str | schedules.Schedule, num_steps: int) -> np.ndarray:
+  """float32[T]: p_i = (alpha(s_i) - alpha(t_i)) / (1 - alpha(t_i)) on t_i = 1 - i/T.
+
+  s_i = 1 - (i+1)/T. The last entry is 1 (the last step fixes every position left).
+  """
+  schedule = schedules.get_schedule(schedule)
+  t = 1.0 - np.arange(num_steps, dtype=np.float64) / num_steps
+  s = 1.0 - np.arange(1, num_steps + 1, dtype=np.float64) / num_steps
+  with jax.ensure_compile_time_eval():
+    alpha_t = np.asarray(schedule.alpha(jnp.asarray(t, jnp.float32)), np.float64)
+    alpha_s = np.asarray(schedule.alpha(jnp.asarray(s, jnp.float32)), np.float64)
+  p = np.clip((alpha_s - alpha_t) / (1.0 - alpha_t), 0.0, 1.0)
+  p[-1] = 1.0
+  return p.astype(np.float32)
+
+
+def _noise_channels(*, strategy: str, k_mode: str, gumbel: float, temperature: float,
+                    vocab_size: int) -> dict[str, slice]:
+  """Which uniforms a step needs: slices of one [B, L, N] draw (one RNG call/step)."""
+  sizes = {}
+  if temperature > 0.0:
+    sizes["value"] = vocab_size  # Gumbel-max sampling of the written token
+  if strategy == "random":
+    sizes["score"] = 1
+  if gumbel > 0.0 and strategy != "vanilla":
+    sizes["gumbel"] = 1
+  if strategy == "vanilla" or k_mode == "binomial":
+    sizes["count"] = 1  # Bernoulli(p_i) draws
+  channels, start = {}, 0
+  for name, size in sizes.items():
+    channels[name] = slice(start, start + size)
+    start += size
+  return channels
+
+
+def _gumbel(u: jax.Array) -> jax.Array:
+  """Standard Gumbel noise from uniforms in (0, 1)."""
+  return -jnp.log(-jnp.log(u))
+
+
+def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
+                       strategy: str, temperature: float
+                       ) -> tuple[jax.Array | None, jax.Array]:
+  """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32.
+
+  `noise` holds uniforms in (0, 1): 'value' [B, L, V] when temperature > 0, 'score'
+  [B, L] for 'random'.
+  """
+  if temperature > 0.0:
+    values_BxL = jnp.argmax(logits_BxLxV / temperature + _gumbel(noise["value"]), axis=-1)
+  else:
+    values_BxL = jnp.argmax(logits_BxLxV, axis=-1)
+  values_BxL = values_BxL.astype(jnp.int32)
+  if strategy == "vanilla":
+    return None, values_BxL
+  if strategy == "random":
+    return noise["score"], values_BxL
+
+  max_BxL = jnp.max(logits_BxLxV, axis=-1)
+  z_BxLxV = logits_BxLxV - max_BxL[..., None]
+  sumexp_BxL = jnp.sum(jnp.exp(z_BxLxV), axis=-1)
+  if strategy == "top_prob":
+    score_BxL = 1.0 / sumexp_BxL  # = max_j p(j)
+  elif strategy == "margin":
+    # Second largest logit: drop one (the first) argmax, so that ties give margin 0.
+    top1_BxL = jnp.argmax(logits_BxLxV, axis=-1)
+    iota_V = jnp.arange(logits_BxLxV.shape[-1])
+    second_BxL = jnp.max(jnp.where(iota_V == top1_BxL[..., None], -jnp.inf, z_BxLxV),
+                         axis=-1)
+    score_BxL = (1.0 - jnp.exp(second_BxL)) / sumexp_BxL  # = p(j1) - p(j2)
+  elif strategy == "entropy":
+    p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
+    logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
+    score_BxL = jnp.sum(jnp.where(p_BxLxV > 0, p_BxLxV * logp_BxLxV, 0.0),
+                        axis=-1)  # = -entropy
+  else:
+    raise ValueError(f"unknown strategy {strategy!r}")
+  return score_BxL, values_BxL
+
+
+def _select_top(score_BxL: jax.Array, candidates_BxL: jax.Array,
+                count_B: jax.Array) -> jax.Array:
+  """bool[B, L]: exactly min(count, #candidates) candidates per row, best scores first.
+
+  Ranks come from a stable sort, so ties go to the lower position; no threshold on
+  score values is involved.
+  """
+  neg_BxL = jnp.where(candidates_BxL, -score_BxL, jnp.inf)
+  perm_BxL = jnp.argsort(neg_BxL, axis=-1, stable=True)
+  rank_BxL = jnp.argsort(perm_BxL, axis=-1, stable=True)
+  return candidates_BxL & (rank_BxL < count_B[:, None])
+
+
+def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
+                 mask_id: int, strategy: str, num_steps: int,
+                 schedule: schedules.Schedule, k_mode: str, gumbel: float,
+                 temperature: float, remask: bool) -> SampleOutput:
+  """The sampler itself (traceable; arguments already validated)."""
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  shape_BxL = tokens_BxL.shape
+  p_T = jnp.asarray(unmask_probs(schedule, num_steps))
+  given_BxL = tokens_BxL != mask_id  # never changes
+  num_gen_B = jnp.sum(~given_BxL, axis=-1, dtype=jnp.int32)
+
+  def cond(state: _State) -> jax.Array:
+    return (state.step < num_steps) & jnp.any(state.tokens_BxL == mask_id)
+
+  def body(state: _State) -> _State:
+    step = state.step
+    masked_BxL = state.tokens_BxL == mask_id
+    num_masked_B = jnp.sum(masked_BxL, axis=-1, dtype=jnp.int32)
+    active_B = num_masked_B > 0
+    p = p_T[step]
+
+    logits_BxLxV = logits_fn(state.tokens_BxL)
+    _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
+    vocab_size = logits_BxLxV.shape[-1]
+    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
+    is_mask_V = jnp.arange(vocab_size) == mask_id
+    logits_BxLxV = jnp.where(is_mask_V, -jnp.inf, logits_BxLxV)
+
+    channels = _noise_channels(strategy=strategy, k_mode=k_mode, gumbel=gumbel,
+                               temperature=temperature, vocab_size=vocab_size)
+    noise = {}
+    if channels:  # one RNG call per step, sliced into independent uniforms
+      size = max(c.stop for c in channels.values())
+      u_BxLxN = jax.random.uniform(jax.random.fold_in(key, step), shape_BxL + (size,),
+                                   minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+      noise = {name: u_BxLxN[..., c] if name == "value" else u_BxLxN[..., c.start]
+               for name, c in channels.items()}
+    score_BxL, values_BxL = _scores_and_values(logits_BxLxV, noise, strategy=strategy,
+                                               temperature=temperature)
+
+    if strategy == "vanilla":
+      select_BxL = masked_BxL & (noise["count"] < p)
+    else:
+      if gumbel > 0.0:
+        score_BxL = score_BxL + gumbel * _gumbel(noise["gumbel"])
+      if k_mode == "deterministic":
+        count_B = jnp.round(num_masked_B.astype(jnp.float32) * p).astype(jnp.int32)
+        count_B = jnp.minimum(jnp.maximum(count_B, 1), num_masked_B)
+      else:  # binomial with the same mean
+        count_B = jnp.sum(masked_BxL & (noise["count"] < p), axis=-1, dtype=jnp.int32)
+      if remask:  # keep the best (already fixed + count) of all generated positions
+        select_BxL = _select_top(score_BxL, ~given_BxL,
+                                 num_gen_B - num_masked_B + count_B)
+      else:
+        select_BxL = _select_top(score_BxL, masked_BxL, count_B)
+
+    if remask:
+      select_BxL = select_BxL & active_B[:, None]  # finished rows are frozen
+      fresh_BxL = select_BxL & (masked_BxL | (values_BxL != state.tokens_BxL))
+      unfix_BxL = active_B[:, None] & ~given_BxL & ~select_BxL
+      tokens_BxL = jnp.where(select_BxL, values_BxL,
+                             jnp.where(unfix_BxL, mask_id, state.tokens_BxL))
+      order_BxL = jnp.where(fresh_BxL, step, jnp.where(unfix_BxL, -1, state.order_BxL))
+    else:
+      tokens_BxL = jnp.where(select_BxL, values_BxL, state.tokens_BxL)
+      order_BxL = jnp.where(select_BxL, step, state.order_BxL)
+    return _State(step=step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
+                  steps_B=state.steps_B + active_B.astype(jnp.int32))
+
+  init = _State(step=jnp.zeros((), jnp.int32), tokens_BxL=tokens_BxL,
+                order_BxL=jnp.full(shape_BxL, -1, jnp.int32),
+                steps_B=jnp.zeros(shape_BxL[:1], jnp.int32))
+  final = jax.lax.while_loop(cond, body, init)
+  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B)
+
+
+_STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
+           "gumbel", "temperature", "remask")
+_sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
+
+
+# ----------------------------------------------------------------------------------
+# Public API.
+
+
+def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_id: int,
+           strategy: str = "margin", num_steps: int = 50,
+           schedule: str | schedules.Schedule = "linear",
+           k_mode: str = "deterministic", gumbel: float = 0.0,
+           temperature: float = 0.0, remask: bool = False) -> SampleOutput:
+  """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
+
+  Args:
+    logits_fn: tokens int32[B, L] -> logits float[B, L, V] (e.g. a closure over
+      params). Called once per step on the whole batch.
+    tokens_BxL: integer token ids; `mask_id` marks the positions to generate, every
+      other position is a given (prompt) and is returned unchanged.
+    key: a jax.random key; same key, same result.
+    mask_id: the MASK token id (< V). Its logit is ignored.
+    strategy: 'vanilla', 'random', 'top_prob', 'margin' or 'entropy'.
+    num_steps: T, the number of reverse steps at most (the loop ends when no row
+      has a MASK left).
+    schedule: schedule name or `schedules.Schedule` giving alpha(t).
+    k_mode: 'deterministic' (K = round(m p), at least 1) or 'binomial'
+      (K ~ Binomial(m, p)); not used by 'vanilla'.
+    gumbel: coefficient of the Gumbel noise added to the ordering score (the
+      paper uses 0.5 on puzzles); not used by 'vanilla'.
+    temperature: 0 writes the argmax; > 0 samples from softmax(logits / temperature).
+    remask: re-predict all generated positions each step and keep only the
+      best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
+
+  Returns:
+    SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B]).
+  """
+  schedule = _check_options(mask_id=mask_id, strategy=strategy, num_steps=num_steps,
+                            schedule=schedule, k_mode=k_mode, gumbel=gumbel,
+                            temperature=temperature, remask=remask)
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  _check_tokens(tokens_BxL)
+  _check_key(key)
+  _check_has_mask(tokens_BxL, mask_id)
+  try:  # compiled once per logits_fn object (a static argument must be hashable)
+    hash(logits_fn)
+    run = _sample_jit
+  except TypeError:
+    run = _sample_loop
+  return run(logits_fn, tokens_BxL, key, mask_id=int(mask_id), strategy=strategy,
+             num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
+             gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask))
+
+
+def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
+                 ) -> Callable[[Any, jax.Array, jax.Array], SampleOutput]:
+  """-> fn(params, tokens_BxL, key) -> SampleOutput, compiled once per input shape.
+
+  `apply_fn(params, tokens_BxL) -> logits_BxLxV`; `options` are `sample`'s keyword
+  arguments (mask_id is required). Options are checked here, inputs on each call.
+  """
+  if not callable(apply_fn):
+    raise ValueError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
+  if "mask_id" not in options:
+    raise ValueError("make_sampler needs mask_id=<MASK token id>")
+  unknown = set(options) - set(_STATIC[1:])
+  if unknown:
+    raise ValueError(f"unknown sampler options {sorted(unknown)}; valid: "
+                     f"{', '.join(_STATIC[1:])}")
+  opts = dict(strategy="margin", num_steps=50, schedule="linear",
+              k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False)
+  opts.update(options)
+  opts["schedule"] = _check_options(**opts)
+  opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
+              gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
+              remask=bool(opts["remask"]))
+
+  @jax.jit
+  def run(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:
+    return _sample_loop(functools.partial(apply_fn, params), tokens_BxL, key, **opts)
+
+  def sampler(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:
+    _check_tokens(tokens_BxL)
+    _check_key(key)
+    _check_has_mask(tokens_BxL, opts["mask_id"])
+    return run(params, tokens_BxL, key)
+
+  return sampler
+
+
+def _ar_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array,
+             prompt_len_B: jax.Array) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  length = tokens_BxL.shape[1]
+  iota_L = jnp.arange(length)
+
+  def body(pos: jax.Array, tokens_BxL: jax.Array) -> jax.Array:
+    logits_BxLxV = logits_fn(tokens_BxL)
+    _check_logits_shape(logits_BxLxV, tokens_BxL.shape, None)
+    prev_BxV = jax.lax.dynamic_index_in_dim(logits_BxLxV, pos - 1, axis=1,
+                                            keepdims=False)
+    next_B = jnp.argmax(prev_BxV, axis=-1).astype(jnp.int32)
+    write_BxL = (iota_L == pos) & (pos >= prompt_len_B)[:, None]
+    return jnp.where(write_BxL, next_B[:, None], tokens_BxL)
+
+  start = jnp.maximum(jnp.min(prompt_len_B), 1)
+  return jax.lax.fori_loop(start, length, body, tokens_BxL)
+
+
+_ar_jit = jax.jit(_ar_loop, static_argnames=("logits_fn",))
+
+
+def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
+              prompt_len_B: jax.Array) -> jax.Array:
+  """Greedy left-to-right decoding with a causal model; traceable.
+
+  `logits_fn(tokens_BxL)[:, i]` predicts token i+1. Positions >= prompt_len_B[b] of
+  row b are rewritten left to right (one full forward pass per position); positions
+  < prompt_len are kept. Returns int32[B, L].
+  """
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  _check_tokens(tokens_BxL)
+  shape = getattr(prompt_len_B, "shape", None)
+  dtype = getattr(prompt_len_B, "dtype", None)
+  if shape is None or len(shape) != 1 or shape[0] != tokens_BxL.shape[0]:
+    raise ValueError(f"prompt_len_B must be an integer array [batch={tokens_BxL.shape[0]}]"
+                     f", got shape {shape}")
+  if not jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    raise ValueError(f"prompt_len_B must hold integers, got dtype {dtype}")
+  if _is_concrete(prompt_len_B):
+    lengths = np.asarray(prompt_len_B)
+    if lengths.min() < 1 or lengths.max() > tokens_BxL.shape[1]:
+      raise ValueError(f"prompt_len_B must lie in [1, {tokens_BxL.shape[1]}] (at least one "
+                       f"prompt token), got values in [{lengths.min()}, {lengths.max()}]")
+  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)

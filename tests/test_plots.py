@@ -1,0 +1,154 @@
+"""Tests of mdm_jax.plots: per-cell statistics on hand-made arrays, PNG writers."""
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mdm_jax import plots
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path):
+  with open(path, "rb") as f:
+    return f.read(8) == PNG and os.path.getsize(path) > 1000
+
+
+def test_cell_mean_by_hand():
+  # Two puzzles, 4 positions on a 2x2 grid; position 0 is never valid.
+  values = np.array([[9, 1, 2, 3],
+                     [9, 3, 4, 5]])
+  valid = np.array([[False, True, True, False],
+                    [False, True, False, True]])
+  got = plots.cell_mean(values, valid, (2, 2))
+  assert np.isnan(got[0, 0])
+  assert got[0, 1] == 2.0 and got[1, 0] == 2.0 and got[1, 1] == 5.0
+  # positions map grid cells to sequence positions (here reversed).
+  rev = plots.cell_mean(values, valid, (2, 2), positions=[3, 2, 1, 0])
+  np.testing.assert_array_equal(rev.ravel()[:3], [5.0, 2.0, 2.0])
+  assert np.isnan(rev[1, 1])
+  # A layout with a prompt before the grid: the grid is the last 4 of 6 positions.
+  wide = np.concatenate([np.zeros((2, 2)), values], axis=1)
+  wide_valid = np.concatenate([np.ones((2, 2), bool), valid], axis=1)
+  np.testing.assert_array_equal(
+      plots.cell_mean(wide, wide_valid, (2, 2), positions=np.arange(2, 6)), got)
+  with pytest.raises(ValueError, match="positions"):
+    plots.cell_mean(values, valid, (3, 3))
+  with pytest.raises(ValueError, match="values and valid"):
+    plots.cell_mean(values, valid[:1], (2, 2))
+
+
+def test_position_mean_by_hand():
+  values = np.array([[1.0, 2.0, 0.0], [3.0, 6.0, 0.0]])
+  valid = np.array([[True, True, False], [True, False, False]])
+  got = plots.position_mean(values, valid)
+  np.testing.assert_array_equal(got[:2], [2.0, 2.0])
+  assert np.isnan(got[2])
+
+
+def test_heatmaps_curves_and_position_plots_write_pngs(tmp_path):
+  rng = np.random.default_rng(0)
+  grids = {"vanilla": rng.random((9, 9)), "margin": rng.random((9, 9))}
+  grids["margin"][0, 0] = np.nan
+  p = plots.plot_cell_heatmaps(grids, str(tmp_path / "a" / "heat.png"), title="t",
+                               colorbar_label="step", box=(3, 3))
+  assert _is_png(p)
+  p = plots.plot_accuracy_vs_steps({"MDM vanilla": {5: 0.1, 50: 0.2},
+                                    "MDM top prob margin": {"5": 0.5, "50": 0.9}},
+                                   str(tmp_path / "acc.png"), title="t")
+  assert _is_png(p)
+  err = rng.random(30)
+  p = plots.plot_position_error(err, np.arange(30) < 10, str(tmp_path / "pe.png"),
+                                title="t")
+  assert _is_png(p)
+  p = plots.plot_position_curves({"a": err, "b": err[::-1]}, str(tmp_path / "pc.png"),
+                                 title="t", ylabel="y", boundary=10)
+  assert _is_png(p)
+  with pytest.raises(ValueError, match="empty"):
+    plots.plot_cell_heatmaps({}, str(tmp_path / "x.png"), title="t", colorbar_label="c")
+  with pytest.raises(ValueError, match="empty"):
+    plots.plot_accuracy_vs_steps({}, str(tmp_path / "x.png"), title="t")
+
+
+def _write_metrics(workdir, records, torn=True):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+    if torn:
+      f.write('{"step": 99, "train/lo')  # a killed run's last line
+
+
+def test_read_metrics_and_loss_curves(tmp_path):
+  wd = str(tmp_path / "run")
+  recs = [{"step": s, "time": 0.0, "train/loss": 3.0 / s, "train/lr": 1e-3}
+          for s in range(1, 6)]
+  recs[2]["val/loss"] = 1.5
+  recs.append({"step": 5, "train/loss": 0.5})  # a resumed run rewrote step 5
+  _write_metrics(wd, recs)
+  got = plots.read_metrics(wd)
+  assert len(got) == 6 and all(r["step"] != 99 for r in got)
+  assert plots.loss_keys(got) == ["train/loss", "val/loss"]
+  steps, values = plots._series(got, "train/loss")
+  np.testing.assert_array_equal(steps, [1, 2, 3, 4, 5])
+  assert values[-1] == 0.5  # the later record wins
+  assert _is_png(plots.plot_loss_curves(wd, str(tmp_path / "loss.png")))
+  _write_metrics(str(tmp_path / "nolo"), [{"step": 1, "train/lr": 1.0}])
+  with pytest.raises(ValueError, match="no loss metric"):
+    plots.plot_loss_curves(str(tmp_path / "nolo"), str(tmp_path / "x.png"))
+  with pytest.raises(ValueError, match="no metrics file"):
+    plots.read_metrics(str(tmp_path / "missing"))
+
+
+def _pi_workdir(root, order, losses):
+  spec = importlib.util.spec_from_file_location(
+      "cfg_common", os.path.join(os.path.dirname(__file__), "..", "configs", "common.py"))
+  common = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(common)
+  c = common.base_config()
+  c.objective = "pi"
+  c.task.name = "lo_nae_sat"
+  c.task.params = {"num_latents": 5, "num_obs": 7}
+  c.data.pi_order = order
+  c.train.batch_size = 16
+  wd = os.path.join(root, order)
+  os.makedirs(wd)
+  from mdm_jax import checkpoint
+  with open(os.path.join(wd, "config.json"), "w") as f:
+    json.dump(checkpoint.config_to_json(c), f)
+  _write_metrics(wd, [{"step": 10 * (i + 1), "train/loss": 9.0, "val/loss": l}
+                      for i, l in enumerate(losses)], torn=False)
+  return wd, c
+
+
+def test_pi_learner_runs_and_plot(tmp_path):
+  from mdm_jax import train
+  from mdm_jax.models import transformer
+  runs = []
+  for order, losses in (("uniform", [0.9, 0.8]), ("identity", [0.5, 0.4]),
+                        ("closer", [0.7, 0.6]), ("much_closer", [0.6, 0.5])):
+    wd, c = _pi_workdir(str(tmp_path), order, losses)
+    run = plots.pi_learner_run(wd)
+    _, mc = train.build_model(c, train.build_task(c))
+    per_step = 3 * transformer.flops_per_token(mc) * 16 * 12  # fwd+bwd, batch, L = 5 + 7
+    np.testing.assert_allclose(run["flops"], [10 * per_step, 20 * per_step])
+    np.testing.assert_array_equal(run["loss"], losses)  # the validation loss
+    assert run["pi_order"] == order and order.replace("_", " ") in run["label"]
+    runs.append(run)
+  assert _is_png(plots.plot_pi_learners(runs, str(tmp_path / "pi.png")))
+  assert plots.main(["pi", "--out", str(tmp_path / "pi2.png")]
+                    + [str(tmp_path / o) for o in ("identity", "uniform")]) == 0
+  assert _is_png(str(tmp_path / "pi2.png"))
+  assert plots.main(["pi", "--out", str(tmp_path / "x.png"), str(tmp_path / "nope")]) == 2
+
+
+def test_cli_loss(tmp_path, capsys):
+  wd = str(tmp_path / "run")
+  _write_metrics(wd, [{"step": 1, "train/loss": 2.0}, {"step": 2, "train/loss": 1.0}])
+  assert plots.main(["loss", wd]) == 0
+  assert _is_png(os.path.join(wd, "eval", "loss_curves.png"))
+  assert plots.main(["loss", str(tmp_path / "missing")]) == 2
+  err = capsys.readouterr().err
+  assert err.strip().startswith("error: no metrics file") and "Traceback" not in err

@@ -1,0 +1,400 @@
+"""Tests of mdm_jax.sampling on tiny hand-made logits functions (no model)."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mdm_jax import sampling, schedules
+
+ORDERED = ("random", "top_prob", "margin", "entropy")
+
+
+def _fixed_fn(logits_LxV):
+  """logits_fn whose per-position distributions ignore the input."""
+  logits_LxV = jnp.asarray(logits_LxV, jnp.float32)
+  vocab = logits_LxV.shape[-1]
+  return lambda tokens_BxL: jnp.broadcast_to(logits_LxV, tokens_BxL.shape + (vocab,))
+
+
+def _np_scores(logits_LxV, mask_id, strategy):
+  """Reference scores (higher first) from the paper's definitions, MASK excluded."""
+  logits = np.delete(np.asarray(logits_LxV, np.float64), mask_id, axis=-1)
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  top2 = np.sort(p, axis=-1)[:, ::-1][:, :2]
+  if strategy == "top_prob":
+    return top2[:, 0]
+  if strategy == "margin":
+    return top2[:, 0] - top2[:, 1]
+  if strategy == "entropy":
+    return np.sum(p * np.log(p), axis=-1)
+  raise ValueError(strategy)
+
+
+def _counts_per_step(order_BxL, num_steps):
+  return np.stack([(np.asarray(order_BxL) == i).sum(-1) for i in range(num_steps)], -1)
+
+
+def _expected_counts(num_masked, num_steps, schedule="linear"):
+  """K per step from the spec: round(m p_i), at least 1, all at the last step."""
+  p = sampling.unmask_probs(schedule, num_steps)
+  counts, m = [], num_masked
+  for i in range(num_steps):
+    k = 0 if m == 0 else min(max(int(np.round(np.float32(m) * p[i])), 1), m)
+    counts.append(k)
+    m -= k
+  return np.array(counts)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "poly2"])
+def test_unmask_probs_match_formula(schedule):
+  num_steps = 20
+  p = sampling.unmask_probs(schedule, num_steps)
+  t = 1.0 - np.arange(num_steps) / num_steps
+  s = t - 1.0 / num_steps
+  alpha = {"linear": lambda u: 1 - u, "cosine": lambda u: 1 - np.cos(np.pi / 2 * (1 - u)),
+           "poly2": lambda u: 1 - u ** 2}[schedule]
+  want = (alpha(s) - alpha(t)) / (1 - alpha(t))
+  np.testing.assert_allclose(p[:-1], want[:-1], atol=1e-3)
+  assert p[-1] == 1.0
+  if schedule == "linear":
+    np.testing.assert_allclose(p, 1.0 / (num_steps - np.arange(num_steps)), atol=1e-3)
+
+
+@pytest.mark.parametrize("strategy", ["top_prob", "margin", "entropy"])
+def test_decodes_in_score_order(strategy):
+  length, vocab, mask_id = 12, 6, 5
+  rng = np.random.default_rng(0)
+  logits_LxV = rng.normal(size=(length, vocab)) * rng.uniform(0.3, 3.0, size=(length, 1))
+  logits_LxV[:, mask_id] = 50.0  # must be ignored
+  score_L = _np_scores(logits_LxV, mask_id, strategy)
+  assert np.min(np.diff(np.sort(score_L))) > 1e-4  # no near-ties
+  tokens = np.full((2, length), mask_id, np.int32)
+  # num_steps = #masks: one position per step, so `order` is the rank by score.
+  out = sampling.sample(_fixed_fn(logits_LxV), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy=strategy, num_steps=length)
+  want_order = np.argsort(np.argsort(-score_L))
+  np.testing.assert_array_equal(out.order, np.broadcast_to(want_order, (2, length)))
+  want_tokens = np.argmax(np.delete(logits_LxV, mask_id, -1), -1)  # mask_id is last
+  np.testing.assert_array_equal(out.tokens, np.broadcast_to(want_tokens, (2, length)))
+
+
+def test_strategies_disagree_where_scores_disagree():
+  mask_id = 4
+  probs = np.array([
+      [0.46, 0.44, 0.10, 0.00],  # top 0.46, margin 0.02, entropy 0.93
+      [0.40, 0.20, 0.20, 0.20],  # top 0.40, margin 0.20, entropy 1.33
+      [0.50, 0.125, 0.125, 0.25],  # top 0.50, margin 0.25, entropy 1.21
+  ]) + 1e-9
+  logits_LxV = np.concatenate([np.log(probs), np.zeros((3, 1))], -1)
+  tokens = np.full((1, 3), mask_id, np.int32)
+  orders = {}
+  for strategy in ("top_prob", "margin", "entropy"):
+    out = sampling.sample(_fixed_fn(logits_LxV), tokens, jax.random.key(0),
+                          mask_id=mask_id, strategy=strategy, num_steps=3)
+    orders[strategy] = list(np.asarray(out.order[0]))
+  assert orders["top_prob"] == [1, 2, 0]  # 0.50 > 0.46 > 0.40
+  assert orders["margin"] == [2, 1, 0]  # 0.25 > 0.20 > 0.02
+  assert orders["entropy"] == [0, 2, 1]  # 0.93 < 1.21 < 1.33
+
+
+@pytest.mark.parametrize("strategy,gumbel,schedule", [
+    ("top_prob", 0.0, "linear"), ("margin", 0.5, "cosine"), ("entropy", 0.0, "cosine"),
+    ("random", 0.0, "linear"), ("margin", 0.0, "poly2")])
+def test_exactly_k_per_step_with_ties(strategy, gumbel, schedule):
+  length, vocab, mask_id, num_steps = 30, 4, 3, 10
+  num_masked = [30, 17, 5, 1, 0]
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(0, 3, size=(len(num_masked), length)).astype(np.int32)
+  for b, m in enumerate(num_masked):
+    tokens[b, rng.permutation(length)[:m]] = mask_id
+  out = sampling.sample(_fixed_fn(np.zeros((length, vocab))), tokens, jax.random.key(3),
+                        mask_id=mask_id, strategy=strategy, num_steps=num_steps,
+                        schedule=schedule, gumbel=gumbel)
+  counts = _counts_per_step(out.order, num_steps)
+  for b, m in enumerate(num_masked):
+    want = _expected_counts(m, num_steps, schedule)
+    np.testing.assert_array_equal(counts[b], want, err_msg=f"row {b} ({m} masks)")
+    assert out.steps[b] == np.count_nonzero(want)
+  if strategy != "random" and gumbel == 0.0:
+    # All scores tie: positions are taken left to right.
+    for b in range(len(num_masked)):
+      gen = np.asarray(out.order[b])[tokens[b] == mask_id]
+      assert np.all(np.diff(gen) >= 0)
+
+
+@pytest.mark.parametrize("strategy,remask", [(s, False) for s in sampling.STRATEGIES] +
+                         [(s, True) for s in ORDERED])  # vanilla has no remask variant
+def test_givens_kept_and_no_mask_left(strategy, remask):
+  length, vocab, mask_id = 20, 7, 6
+  rng = np.random.default_rng(2)
+  tokens = rng.integers(0, 6, size=(4, length)).astype(np.int32)
+  masked = rng.random((4, length)) < 0.6
+  masked[0] = True
+  tokens[masked] = mask_id
+  table = jnp.asarray(rng.normal(size=(vocab, vocab)), jnp.float32).at[:, mask_id].set(30.0)
+
+  def logits_fn(tokens_BxL):  # depends on the input (neighbour to the left)
+    return table[jnp.roll(tokens_BxL, 1, axis=1)]
+
+  out = sampling.sample(logits_fn, tokens, jax.random.key(5), mask_id=mask_id,
+                        strategy=strategy, num_steps=8, gumbel=0.5, temperature=1.0,
+                        remask=remask)
+  got = np.asarray(out.tokens)
+  np.testing.assert_array_equal(got[~masked], tokens[~masked])
+  assert not np.any(got == mask_id)
+  order = np.asarray(out.order)
+  assert np.all(order[~masked] == -1)
+  assert np.all((order[masked] >= 0) & (order[masked] < 8))
+  assert np.all(order.max(-1) < np.asarray(out.steps))
+
+
+@pytest.mark.parametrize("strategy,k_mode", [("vanilla", "deterministic"),
+                                             ("random", "binomial")])
+def test_random_counts_follow_schedule_mean(strategy, k_mode):
+  batch, length, mask_id = 1024, 16, 2
+  num_steps = length
+  tokens = np.full((batch, length), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(np.zeros((length, 3))), tokens, jax.random.key(7),
+                        mask_id=mask_id, strategy=strategy, num_steps=num_steps,
+                        k_mode=k_mode)
+  counts = _counts_per_step(out.order, num_steps)  # [B, T]
+  # Linear schedule, T = L: each step unmasks one position on average.
+  np.testing.assert_allclose(counts.mean(0)[:-1], 1.0, atol=0.2)
+  # Given m_i masks before step i, the unmasked fraction is p_i = 1 / (T - i).
+  before = length - np.concatenate([np.zeros((batch, 1)), np.cumsum(counts, -1)[:, :-1]], -1)
+  for i in range(num_steps - 1):
+    n, p = before[:, i].sum(), 1.0 / (num_steps - i)
+    assert abs(counts[:, i].sum() / n - p) < 5 * math.sqrt(p * (1 - p) / n) + 1e-3, i
+  assert np.all(counts.sum(-1) == length)
+  assert len(np.unique(counts[:, 0])) > 1  # the counts really are random per row
+
+
+def test_stops_early_when_all_decoded():
+  length, mask_id, num_steps = 10, 3, 50
+  calls = []
+
+  def logits_fn(tokens_BxL):
+    jax.debug.callback(lambda: calls.append(1))
+    return jnp.zeros(tokens_BxL.shape + (4,))
+
+  tokens = np.full((3, length), mask_id, np.int32)
+  tokens[1, :4] = 0  # 6 masks
+  tokens[2, :9] = 1  # 1 mask
+  out = sampling.sample(logits_fn, tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy="margin", num_steps=num_steps)
+  jax.block_until_ready(out)
+  jax.effects_barrier()
+  np.testing.assert_array_equal(out.steps, [10, 6, 1])  # one position per step
+  assert len(calls) == 10 < num_steps  # the loop itself stopped after 10 forwards
+  assert int(np.max(out.order)) == 9
+
+
+def test_make_sampler_traces_once():
+  traces = []
+  mask_id = 4
+
+  def apply_fn(params, tokens_BxL):
+    traces.append(tokens_BxL.shape)
+    return params["w"][tokens_BxL]
+
+  params = {"w": jax.random.normal(jax.random.key(0), (5, 5))}
+  fn = sampling.make_sampler(apply_fn, mask_id=mask_id, strategy="margin", num_steps=6,
+                             gumbel=0.5)
+  tokens = np.full((2, 8), mask_id, np.int32)
+  first = fn(params, tokens, jax.random.key(0))
+  n = len(traces)
+  assert n >= 1
+  tokens2 = tokens.copy()
+  tokens2[:, 0] = 1
+  for seed in range(3):
+    out = fn(params, tokens2 if seed else tokens, jax.random.key(seed))
+  params2 = {"w": params["w"] * 2.0}
+  fn(params2, tokens, jax.random.key(9))
+  assert len(traces) == n  # new keys, tokens and params: no retrace
+  np.testing.assert_array_equal(fn(params, tokens, jax.random.key(0)).tokens, first.tokens)
+  assert not np.any(np.asarray(out.tokens) == mask_id)
+  fn(params, np.full((3, 8), mask_id, np.int32), jax.random.key(0))
+  assert len(traces) > n  # a new shape traces again
+
+
+def test_sample_inside_user_jit_matches_eager():
+  mask_id = 4
+  table = jax.random.normal(jax.random.key(1), (5, 5))
+  fn = lambda t: table[t]  # noqa: E731
+  tokens = jnp.full((3, 9), mask_id, jnp.int32).at[:, 0].set(2)
+  kwargs = dict(mask_id=mask_id, strategy="entropy", num_steps=5, gumbel=0.5)
+  eager = sampling.sample(fn, tokens, jax.random.key(2), **kwargs)
+  jitted = jax.jit(lambda t, k: sampling.sample(fn, t, k, **kwargs))(tokens, jax.random.key(2))
+  np.testing.assert_array_equal(eager.tokens, jitted.tokens)
+  np.testing.assert_array_equal(eager.order, jitted.order)
+
+  class Unhashable:  # defining __eq__ without __hash__: cannot be a jit static arg
+    def __eq__(self, other):
+      return self is other
+
+    def __call__(self, t):
+      return fn(t)
+
+  other = sampling.sample(Unhashable(), tokens, jax.random.key(2), **kwargs)
+  np.testing.assert_array_equal(other.tokens, eager.tokens)
+
+
+def _mixing_fn(length, vocab, seed):
+  """Per-row, input-dependent logits with exact arithmetic (sharding-proof)."""
+  rng = np.random.default_rng(seed)
+  pos_LxV = jnp.asarray(rng.normal(size=(length, vocab)), jnp.float32)
+  mix_VxV = jnp.asarray(rng.integers(-3, 4, size=(vocab, vocab)), jnp.float32)
+
+  def logits_fn(tokens_BxL):
+    counts_BxV = jax.nn.one_hot(tokens_BxL, vocab).sum(1)
+    return pos_LxV[None] + 0.25 * (counts_BxV @ mix_VxV)[:, None, :]
+
+  return logits_fn
+
+
+@pytest.mark.parametrize("options", [
+    dict(strategy="margin", gumbel=0.5, temperature=1.0),
+    dict(strategy="vanilla", temperature=0.7),
+    dict(strategy="entropy", remask=True, gumbel=0.5, k_mode="binomial"),
+])
+def test_sharded_batch_matches_single_device(options):
+  devices = jax.devices()
+  assert len(devices) == 8, "tests/conftest.py should give 8 virtual CPU devices"
+  batch, length, vocab, mask_id = 16, 12, 6, 5
+  rng = np.random.default_rng(4)
+  tokens = rng.integers(0, 5, size=(batch, length)).astype(np.int32)
+  tokens[rng.random((batch, length)) < 0.7] = mask_id
+  logits_fn = _mixing_fn(length, vocab, 0)
+  kwargs = dict(mask_id=mask_id, num_steps=6, **options)
+  key = jax.random.key(11)
+  sample_fn = jax.jit(lambda t, k: sampling.sample(logits_fn, t, k, **kwargs))
+  single = sample_fn(jax.device_put(tokens, devices[0]), key)
+
+  mesh = Mesh(np.array(devices), ("data",))
+  sharding = NamedSharding(mesh, P("data"))
+  tokens_sharded = jax.device_put(tokens, sharding)
+  compiled = sample_fn.lower(tokens_sharded, key).compile()
+  hlo = compiled.as_text()
+  assert "all-gather" not in hlo and "all-to-all" not in hlo  # no gathering of the batch
+  sharded = compiled(tokens_sharded, key)
+  for name in ("tokens", "order", "steps"):
+    np.testing.assert_array_equal(getattr(sharded, name), getattr(single, name), err_msg=name)
+  assert sharded.tokens.sharding.is_equivalent_to(sharding, 2)
+  if options["strategy"] == "margin":  # the same through make_sampler
+    fn = sampling.make_sampler(lambda p, t: logits_fn(t) * p, **kwargs)
+    via_sampler = fn(jnp.float32(1.0), tokens_sharded, key)
+    np.testing.assert_array_equal(via_sampler.tokens, single.tokens)
+    np.testing.assert_array_equal(via_sampler.order, single.order)
+    assert via_sampler.tokens.sharding.is_equivalent_to(sharding, 2)
+
+
+@pytest.mark.parametrize("strategy,temperature", [("random", 1.0), ("margin", 0.5),
+                                                  ("vanilla", 1.0), ("top_prob", 0.0)])
+def test_temperature_sampling_frequencies(strategy, temperature):
+  batch, length, mask_id = 64, 64, 4
+  probs = np.array([0.1, 0.2, 0.3, 0.4])
+  logits_fn = _fixed_fn(np.tile(np.append(np.log(probs), 20.0), (length, 1)))
+  tokens = np.full((batch, length), mask_id, np.int32)
+  out = sampling.sample(logits_fn, tokens, jax.random.key(8), mask_id=mask_id,
+                        strategy=strategy, num_steps=3, temperature=temperature)
+  freq = np.bincount(np.asarray(out.tokens).ravel(), minlength=5) / tokens.size
+  if temperature == 0.0:
+    want = np.eye(4)[3]  # argmax everywhere
+  else:  # softmax(log(p) / temperature)
+    want = probs ** (1 / temperature) / np.sum(probs ** (1 / temperature))
+  assert freq[mask_id] == 0
+  np.testing.assert_allclose(freq[:4], want, atol=0.03)  # ~4 standard errors
+
+
+def _misleading_fn(tokens_BxL):
+  """Position 1 predicts 0 (confidently, wrongly) until position 2 is decoded, then 1."""
+  mask_id, big = 3, 10.0
+  batch = tokens_BxL.shape[0]
+  pos2_known_B = tokens_BxL[:, 2] != mask_id
+  logits1_BxV = jnp.where(pos2_known_B[:, None], jnp.array([0.0, big, 0.0, 0.0]),
+                          jnp.array([big, 0.0, 0.0, 0.0]))
+  logits0_BxV = jnp.broadcast_to(jnp.array([0.0, 0.0, 1.0, 0.0]), (batch, 4))  # unsure
+  logits2_BxV = jnp.broadcast_to(jnp.array([0.0, 0.0, 3.0, 0.0]), (batch, 4))  # fairly sure
+  return jnp.stack([logits0_BxV, logits1_BxV, logits2_BxV], axis=1)
+
+
+@pytest.mark.parametrize("strategy", ["top_prob", "margin"])
+def test_remask_fixes_wrong_early_prediction(strategy):
+  tokens = np.full((2, 3), 3, np.int32)
+  kwargs = dict(mask_id=3, strategy=strategy, num_steps=3)
+  plain = sampling.sample(_misleading_fn, tokens, jax.random.key(0), **kwargs)
+  np.testing.assert_array_equal(plain.order, [[2, 0, 1]] * 2)
+  np.testing.assert_array_equal(plain.tokens, [[2, 0, 2]] * 2)  # stuck with the error
+  fixed = sampling.sample(_misleading_fn, tokens, jax.random.key(0), remask=True, **kwargs)
+  np.testing.assert_array_equal(fixed.tokens, [[2, 1, 2]] * 2)
+  np.testing.assert_array_equal(fixed.order, [[2, 2, 1]] * 2)  # position 1 re-fixed last
+
+
+def test_ar_greedy_follows_rule_and_keeps_prompt():
+  vocab, length = 7, 10
+
+  def logits_fn(tokens_BxL):  # causal: next = (x[i] + x[i-1] + 1) mod V
+    prev_BxL = jnp.pad(tokens_BxL, ((0, 0), (1, 0)))[:, :-1]
+    return jax.nn.one_hot((tokens_BxL + prev_BxL + 1) % vocab, vocab) * 5.0
+
+  rng = np.random.default_rng(6)
+  tokens = rng.integers(0, vocab, size=(4, length)).astype(np.int32)
+  prompt_len = np.array([1, 3, 5, 10], np.int32)
+  out = np.asarray(sampling.ar_greedy(logits_fn, tokens, prompt_len))
+  want = tokens.copy()
+  for b in range(4):
+    for j in range(prompt_len[b], length):
+      prev = want[b, j - 2] if j >= 2 else 0
+      want[b, j] = (want[b, j - 1] + prev + 1) % vocab
+  np.testing.assert_array_equal(out, want)
+  np.testing.assert_array_equal(out[3], tokens[3])
+
+
+def test_bad_inputs_raise_value_error():
+  fn = _fixed_fn(np.zeros((4, 5)))
+  tokens = np.full((2, 4), 4, np.int32)
+  key = jax.random.key(0)
+  cases = [
+      (dict(tokens=tokens.astype(np.float32)), "integer"),
+      (dict(tokens=tokens[0]), "rank 2"),
+      (dict(tokens=tokens[None]), "rank 2"),
+      (dict(strategy="top-prob"), "unknown strategy"),
+      (dict(num_steps=0), "num_steps"),
+      (dict(num_steps=2.5), "num_steps"),
+      (dict(tokens=np.zeros((2, 4), np.int32)), "no MASK"),
+      (dict(mask_id=7, tokens=np.full((2, 4), 7, np.int32)), "out of range"),
+      (dict(mask_id=-1), "mask_id"),
+      (dict(k_mode="poisson"), "k_mode"),
+      (dict(temperature=-1.0), "temperature"),
+      (dict(gumbel=float("nan")), "gumbel"),
+      (dict(schedule="quadratic"), "schedule"),
+      (dict(strategy="vanilla", remask=True), "remask"),
+      (dict(key=np.zeros(3, np.uint32)), "key"),
+  ]
+  for overrides, pattern in cases:
+    args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
+    args.update(overrides)
+    with pytest.raises(ValueError, match=pattern):
+      sampling.sample(fn, args.pop("tokens"), args.pop("key"), **args)
+  # Under the user's jit: the static checks still give ValueErrors.
+  with pytest.raises(ValueError, match="unknown strategy"):
+    jax.jit(lambda t: sampling.sample(fn, t, key, mask_id=4, strategy="best"))(tokens)
+  with pytest.raises(ValueError, match="out of range"):
+    jax.jit(lambda t: sampling.sample(fn, t, key, mask_id=9))(tokens)
+  with pytest.raises(ValueError, match="unknown sampler options"):
+    sampling.make_sampler(lambda p, t: fn(t), mask_id=4, steps=3)
+  with pytest.raises(ValueError, match="mask_id"):
+    sampling.make_sampler(lambda p, t: fn(t), strategy="margin")
+  sampler = sampling.make_sampler(lambda p, t: fn(t), mask_id=4)
+  with pytest.raises(ValueError, match="no MASK"):
+    sampler(None, np.zeros((2, 4), np.int32), key)
+  with pytest.raises(ValueError, match="prompt_len"):
+    sampling.ar_greedy(fn, tokens, np.array([0, 2], np.int32))
+  with pytest.raises(ValueError, match="prompt_len"):
+    sampling.ar_greedy(fn, tokens, np.array([2], np.int32))
+  with pytest.raises(ValueError, match="schedule"):
+    sampling.sample(fn, tokens, key, mask_id=4, schedule=schedules.Schedule)
