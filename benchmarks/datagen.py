@@ -69,9 +69,10 @@ def main() -> None:
   print(f"qqwing : {args.qqwing} easy puzzles in {q_wall:.1f}s: {theirs:.0f} puzzles/s "
         "(one thread)")
   print(f"ratio  : {ours / theirs:.1f}x qqwing (wall clock)")
-  print(f"per CPU-second: mdm_jax {args.num / cpu:.0f}, qqwing "
-        f"{args.qqwing / q_cpu:.0f} puzzles: {(args.num / cpu) / (args.qqwing / q_cpu):.1f}x;"
-        f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+  ours_cpu, theirs_cpu = args.num / cpu, args.qqwing / q_cpu
+  print(f"per CPU-second: mdm_jax {ours_cpu:.0f}, qqwing {theirs_cpu:.0f} puzzles: "
+        f"{ours_cpu / theirs_cpu:.1f}x; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs (other processes slow both sides)")
   print("cells placed per strategy id: " + ", ".join(
       f"{ss.STRATEGY_NAMES[s]} {seen[s]}" for s in (0, 2, 3, 4, 5, 6, 7, 8)))
   print("puzzles by hardest strategy : " + ", ".join(

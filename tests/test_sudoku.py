@@ -12,10 +12,13 @@ from mdm_jax.data import sudoku_solver as ss
 
 SHAPES = [(2, 2), (2, 3)]
 # Two qqwing puzzles (`qqwing --generate 2 --csv --solution`): unique by construction.
-QQWING_CSV = """Puzzle,Solution,
-15...49.3..47........39....3...5..9...82...1..4..8.2...8..7....7.1.2.......1..8..,157864923934712586826395741312457698678239415549681237483976152791528364265143879,
-.3.9.2.1...........2.845.....1.5...63.2.1..849.63.4............4..581.6...5....9.,537962418864137529129845673741258936352619784986374152218796345493581267675423891,
-"""
+QQWING_ROWS = [
+    ("15...49.3..47........39....3...5..9...82...1..4..8.2...8..7....7.1.2.......1..8..",
+     "157864923934712586826395741312457698678239415549681237483976152791528364265143879"),
+    (".3.9.2.1...........2.845.....1.5...63.2.1..849.63.4............4..581.6...5....9.",
+     "537962418864137529129845673741258936352619784986374152218796345493581267675423891"),
+]
+QQWING_CSV = "Puzzle,Solution,\n" + "".join(f"{p},{s},\n" for p, s in QQWING_ROWS)
 
 
 def _valid_grid(grid, br, bc):
@@ -262,6 +265,8 @@ def test_task_interface_and_validation():
     task.generate("valid", 5, 0)
   with pytest.raises(ValueError, match="box shape"):
     get_task("sudoku", box_rows=4, box_cols=4)
+  with pytest.raises(ValueError, match="seed"):
+    task.generate("train", 5, -1)
   with pytest.raises(ValueError):
     get_task("sudoku", rows=3)
   with pytest.raises(ValueError, match="no such puzzles"):
@@ -396,13 +401,13 @@ def test_load_kaggle_csv(tmp_path, easy9):
     lines.append(f"{i},{p},{s},{easy9['num_givens'][i]},1.0")
   path = tmp_path / "kaggle.csv"
   path.write_text("\n".join(lines) + "\n")
-  ex = sd.load_puzzle_file(str(path))
+  ex = get_task("sudoku").load_puzzle_file(str(path))
   for k in ("puzzle", "solution", "order", "num_givens", "max_strategy"):
     np.testing.assert_array_equal(ex[k], easy9[k][:5])
 
 
 def test_load_quizzes_csv_and_plain_text(tmp_path):
-  rows = [r.split(",")[:2] for r in QQWING_CSV.strip().splitlines()[1:]]
+  rows = QQWING_ROWS
   path = tmp_path / "q.csv"
   path.write_text("quizzes,solutions\n" + "\n".join(
       f"{p.replace('.', '0')},{s}" for p, s in rows) + "\n")
@@ -450,7 +455,7 @@ def test_bad_files_name_file_and_line(tmp_path, body, line, message):
 
 
 def test_bad_solution_column_and_late_line(tmp_path):
-  rows = [r.split(",")[:2] for r in QQWING_CSV.strip().splitlines()[1:]]
+  rows = QQWING_ROWS
   wrong = rows[1][1][:-2] + rows[1][1][-1] + rows[1][1][-2]
   path = tmp_path / "bad.csv"
   path.write_text(f"Puzzle,Solution,\n{rows[0][0]},{rows[0][1]},\n\n"

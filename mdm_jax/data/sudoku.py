@@ -242,8 +242,8 @@ def generate_examples(box_rows: int, box_cols: int, split: str, num: int, seed: 
   (shape, split, num, seed, block) only, not on `workers`."""
   g = ss.geometry(box_rows, box_cols)
   size = block or block_size(g)
-  if workers is None:
-    workers = min(2, os.cpu_count() or 1) if num > size else 1
+  if workers is None:  # one process per block, up to the number of CPUs
+    workers = max(1, min(os.cpu_count() or 1, -(-num // size)))
   if max_blocks is None:
     max_blocks = 64 + 16 * (num // size + 1)
   parts, have, index = [], 0, 0
@@ -287,7 +287,8 @@ _HEADER_SOLUTION = ("solution", "solutions", "answer")
 
 def _parse_grids(texts: list[str], g: ss.Geometry, where: list[str],
                  blanks: bool) -> np.ndarray:
-  """Grid strings -> int8[len, N_c]; ValueError naming `where[i]` of the first bad one."""
+  """Grid strings -> int8[len, N_c]; a ValueError names `where[i]` of the first bad
+  string."""
   for i, t in enumerate(texts):
     if len(t) != g.num_cells:
       raise ValueError(f"{where[i]}: expected {g.num_cells} characters, got {len(t)}")
@@ -401,9 +402,9 @@ class SudokuTask(Task):
     for v in (box_rows, box_cols):
       if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
         raise ValueError(f"box_rows and box_cols must be integers, got {v!r}")
-    if not (box_rows >= 1 and box_cols >= 1 and 2 <= box_rows * box_cols <= 9):
+    if not (box_rows >= 2 and box_cols >= 2 and box_rows * box_cols <= 9):
       raise ValueError(f"box shape {box_rows}x{box_cols} not supported; need "
-                       "2 <= box_rows*box_cols <= 9")
+                       "box_rows, box_cols >= 2 and box_rows*box_cols <= 9")
     self.box_rows, self.box_cols = int(box_rows), int(box_cols)
     self.n = self.box_rows * self.box_cols
     self.geometry = ss.geometry(self.box_rows, self.box_cols)
@@ -415,8 +416,9 @@ class SudokuTask(Task):
   def generate(self, split: str, num: int, seed: int, *,
                workers: int | None = None) -> Examples:
     self.validate_split(split)
-    if not isinstance(num, (int, np.integer)) or num < 0:
-      raise ValueError(f"num must be a non-negative integer, got {num!r}")
+    for name, v in (("num", num), ("seed", seed)):
+      if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
     return generate_examples(self.box_rows, self.box_cols, split, int(num), int(seed),
                              workers=workers)
 
