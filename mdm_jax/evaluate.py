@@ -100,6 +100,16 @@ def _check_examples(examples: Any) -> int:
   return int(n)
 
 
+def _check_key(key: Any) -> None:
+  dtype = getattr(key, "dtype", None)
+  ok = dtype is not None and (
+      (jnp.issubdtype(dtype, jax.dtypes.prng_key) and key.shape == ()) or
+      (dtype == jnp.uint32 and key.shape == (2,)))
+  if not ok:
+    raise ValueError("key must be a single jax.random.key(seed) or "
+                     f"jax.random.PRNGKey(seed), got {type(key).__name__} {key!r:.60}")
+
+
 def check_strategies(strategies: Any) -> tuple[str, ...]:
   """Validates a strategy list: MDM strategies, or ('greedy',) alone."""
   if isinstance(strategies, str):
@@ -303,7 +313,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     if params is None:
       raise ValueError("apply_fn needs params")
   batch_size = _check_int("batch_size", batch_size, 1)
-  sampling._check_key(key)  # pylint: disable=protected-access
+  _check_key(key)
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                  temperature=temperature, remask=remask)
 
@@ -391,6 +401,7 @@ def position_errors(task: base.Task, examples: base.Examples, *, key: jax.Array,
   if (logits_fn is None) == (apply_fn is None):
     raise ValueError("give exactly one of logits_fn or apply_fn (with params)")
   batch_size = _check_int("batch_size", batch_size, 1)
+  _check_key(key)
   mask_id = int(task.mdm_layout().mask_id)
   encoded = task.mdm_encode(examples)
   x0_NxL = np.asarray(encoded["tokens"], np.int32)
