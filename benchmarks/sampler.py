@@ -9,9 +9,10 @@ that the loop really runs all S steps; checked). 1.00 means the per-step work of
 sampler (scores, Gumbel noise, exact top-K selection, writes) is free; the goal is
 <= 1.10. Each round times S back-to-back forward calls and then one sampler call, so
 that both last equally long and share the machine's load; the summary prints the
-range over rounds (best is the most representative on a shared machine). For a low-noise view of the same overhead, the
-sampler is also timed with a free "model" (a fixed function of the tokens, no
-matmuls): its time per step over the forward's time is printed as `overhead`.
+range over rounds (best is the most representative on a shared machine). For a
+low-noise view of the same overhead, the sampler is also timed with a free "model"
+(a fixed function of the tokens, no matmuls): its time per step over the forward's
+time is printed as `overhead`.
 """
 from __future__ import annotations
 
@@ -91,8 +92,9 @@ def main(argv=None) -> None:
     ratios.append(smp_s / (steps * fwd_s))
     overheads.append(free_s / (steps * fwd_s))
     print(f"round {r}: forward {fwd_s * 1e3:8.1f} ms (mean of {steps}) | sampler "
-          f"{smp_s:7.2f} s = {smp_s / steps * 1e3:8.1f} ms/step | ratio {ratios[-1]:.3f} | free-model "
-          f"sampler {free_s / steps * 1e3:6.2f} ms/step, overhead {overheads[-1]:.4f}",
+          f"{smp_s:7.2f} s = {smp_s / steps * 1e3:8.1f} ms/step | ratio "
+          f"{ratios[-1]:.3f} | free-model sampler {free_s / steps * 1e3:6.2f} ms/step, "
+          f"overhead {overheads[-1]:.4f}",
           flush=True)
   print(f"sampler time / ({steps} x forward): best {min(ratios):.3f}  median "
         f"{statistics.median(ratios):.3f}  worst {max(ratios):.3f}  ({len(ratios)} "
