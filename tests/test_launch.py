@@ -103,3 +103,59 @@ def test_shellcheck_clean():
   r = subprocess.run(["shellcheck", "-x", *files], capture_output=True, text=True,
                      cwd=ROOT)
   assert r.returncode == 0, r.stdout
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_local_two_processes_train_checkpoint_and_resume(tmp_path):
+  """Two JAX processes on 127.0.0.1 through launch/local.sh: train, save, resume."""
+  import importlib.util
+  import sys
+  spec = importlib.util.spec_from_file_location("mdm_jax_configs_common",
+                                                ROOT / "configs" / "common.py")
+  common = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(common)
+  c = common.base_config()
+  c.task.name = "lo_nae_sat"
+  c.task.params = {"num_latents": 6, "num_obs": 10}
+  c.data.dir = str(tmp_path / "data")
+  c.data.num_train, c.data.num_val, c.data.shard_size = 128, 32, 128
+  c.model.preset = "tiny"
+  c.model.overrides.num_layers, c.model.overrides.d_model = 1, 32
+  c.model.overrides.mlp_dim = 64
+  c.mesh.data, c.mesh.fsdp = 2, 2
+  c.train.update(steps=2, batch_size=8, warmup_steps=1, log_every=1, eval_every=100,
+                 ckpt_every=2, val_batches=1, val_puzzles=0)
+  c.eval.after_train = False
+  (tmp_path / "config.json").write_text(c.to_json())
+  (tmp_path / "config.py").write_text(
+      "import json, ml_collections\n"
+      "def get_config(arg=None):\n"
+      f"  return ml_collections.ConfigDict(json.load(open({str(tmp_path / 'config.json')!r})))\n")
+  workdir = tmp_path / "w"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+
+  def launch(steps):
+    return subprocess.run(
+        ["bash", str(LAUNCH / "local.sh"), "--config", str(tmp_path / "config.py"),
+         "--workdir", str(workdir), "--processes", "2", "--cpu-devices", "2",
+         "--port", str(_free_port()), "--python", sys.executable, "--",
+         f"--config.train.steps={steps}"],
+        capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
+
+  first = launch(2)
+  assert first.returncode == 0, first.stderr[-3000:]
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [2]
+  second = launch(3)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "resumed from step 2" in second.stderr
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps[-1] == 3
