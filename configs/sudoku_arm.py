@@ -3,7 +3,7 @@ r"""Sudoku autoregressive baseline (Shah et al.; PAPER.md sections 4 and 6).
 `--config=configs/sudoku_arm.py:<preset>[,<ordering>][,bf16]`, orderings
 'solver' (the "with ordering" row of Table 2, default), 'row_major', 'random'.
 Presets:
-  demo   tiny causal model, minutes on a CPU.
+  demo   6x6 Sudoku (2x3 boxes), tiny causal model, minutes on a CPU.
   paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
@@ -28,6 +28,7 @@ def get_config(arg: str | None = None):
   common.set_arm(c, "solver")
   c.eval.splits = ("test", "hard")
   if preset == "demo":
+    c.task.params = {"box_rows": 2, "box_cols": 3}  # 6x6, as sudoku_mdm.py:demo
     common.tiny_model(c)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 20_000, 256, 200, 200
     c.train.steps, c.train.batch_size = 1_500, 64

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from typing import Any
@@ -43,6 +44,21 @@ def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def config_from_json(d: dict[str, Any]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(d)
+
+
+def _remove_unfinished(directory: str) -> None:
+  """Deletes the temporary directories of saves that a crash interrupted.
+
+  Synchronous (orbax's own clean-up runs in a thread, racing with the listing of
+  finished steps); process 0 deletes, the others wait at a barrier.
+  """
+  if jax.process_index() == 0 and os.path.isdir(directory):
+    for name in os.listdir(directory):
+      if ".orbax-checkpoint-tmp" in name:
+        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("mdm_jax_checkpoint_cleanup")
 
 
 def _score(metrics: dict[str, Any] | None) -> float:
@@ -105,7 +121,9 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         best_fn=_score, best_mode="max",  # makes orbax store the metrics
-        cleanup_tmp_directories=not read_only)
+        cleanup_tmp_directories=False)  # done synchronously below
+    if not read_only:
+      _remove_unfinished(self.directory)
     handlers = {name: ocp.StandardCheckpointHandler() for name in ARRAY_ITEMS}
     handlers["config"] = ocp.JsonCheckpointHandler()
     handlers["data"] = grain.checkpoint.CheckpointHandler()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
+import json
 import os
 import time
 from typing import Any, Callable
@@ -353,7 +353,6 @@ def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
   except OSError as e:
     raise ValueError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
   if jax.process_index() == 0:
-    import json  # pylint: disable=g-import-not-at-top
     tmp = os.path.join(workdir, "config.json.tmp")
     with open(tmp, "w") as f:
       json.dump(ckpt_lib.config_to_json(config), f, indent=1, sort_keys=True)

@@ -10,7 +10,6 @@ import textwrap
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -94,6 +93,7 @@ def test_unfinished_save_is_ignored_and_redone(tmp_path):
   (tmp / "params" / "junk").write_text("partial")
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert ckpt.latest_step() == 3
+  assert not tmp.exists()
   params, config = checkpoint.load_for_inference(str(tmp_path))
   np.testing.assert_array_equal(np.asarray(params["w"]), np.asarray(state["ema_params"]["w"]))
   assert config.train.steps == 10

@@ -3,13 +3,14 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -131,34 +132,50 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_train_together_and_agree(tmp_path):
+def test_two_processes_train_together_agree_and_stop_together(tmp_path):
+  """jax.distributed on 127.0.0.1: FSDP over both processes; SIGTERM to one of them
+  stops both at the same step (JAX's preemption sync point), with a checkpoint."""
   from mdm_jax import checkpoint
   from mdm_jax.data import store
-  config = _tiny_config(tmp_path / "data")
+  config = _tiny_config(tmp_path / "data", steps=300, log_every=2, eval_every=4,
+                        ckpt_every=1000)
   config.mesh.data, config.mesh.fsdp = 4, 2  # FSDP across the two processes
-  store.ensure_dataset(train.build_task(config), "train", 256, 0, str(tmp_path / "data"),
-                       shard_size=256, progress=False)
+  task = train.build_task(config)
+  for split, num, seed in (("train", 256, 0), ("test", 32, 1)):
+    store.ensure_dataset(task, split, num, seed, str(tmp_path / "data"), shard_size=256,
+                         progress=False)
   cfg = tmp_path / "config.json"
   cfg.write_text(config.to_json())
   address = f"127.0.0.1:{_free_port()}"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  logs = [open(tmp_path / f"p{i}.log", "w+") for i in range(2)]
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, address, str(i), str(cfg),
                              str(tmp_path / "w")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=logs[i], text=True)
            for i in range(2)]
-  outs = []
-  for p in procs:
-    try:
-      out, err = p.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-      for q in procs:
-        q.kill()
-      raise
-    assert p.returncode == 0, err[-3000:]
-    outs.append(json.loads(out.split("SUMMARY ")[-1]))
-  assert outs[0]["step"] == outs[1]["step"] == 4
+  try:
+    deadline = time.time() + 240
+    while "step 4/300" not in (tmp_path / "p0.log").read_text():
+      assert time.time() < deadline and procs[0].poll() is None, (
+          (tmp_path / "p0.log").read_text()[-3000:])
+      time.sleep(0.5)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = []
+    for i, p in enumerate(procs):
+      out, _ = p.communicate(timeout=240)
+      assert p.returncode == 0, (tmp_path / f"p{i}.log").read_text()[-3000:]
+      outs.append(json.loads(out.split("SUMMARY ")[-1]))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+    for log in logs:
+      log.close()
+  assert outs[0]["preempted"] and outs[1]["preempted"]
+  assert 4 <= outs[0]["step"] == outs[1]["step"] < 300
   for key in ("train/loss", "val/loss"):
     assert np.isfinite(outs[0][key]) and outs[0][key] == outs[1][key]
+  assert checkpoint.Checkpointer(str(tmp_path / "w")).latest_step() == outs[0]["step"]
   params, saved = checkpoint.load_for_inference(str(tmp_path / "w"))
   assert saved.mesh.fsdp == 2
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))

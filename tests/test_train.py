@@ -174,10 +174,12 @@ def test_kill_9_resumes_from_last_checkpoint_bitwise(data_dir, reference, tmp_pa
   # Batch fetches: steps 1-3, the validation batch at step 3, step 4 (saved
   # asynchronously), then SIGKILL while fetching step 5's batch.
   out = _run_main(args, driver=_DRIVER, env_extra={"SIGNAL_AT": "6", "SIGNAL": "SIGKILL"})
-  assert out.returncode == -signal.SIGKILL
+  assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+  left = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
+  assert "2" in left, (left, out.stderr[-2000:])  # saved before step 4's save began
   out = _run_main(args)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "resumed from step" in out.stderr
+  assert "resumed from step" in out.stderr, (left, out.stderr[-2000:])
   _assert_same(_params(tmp_path / "w", ema=False), raw)
   _assert_same(_params(tmp_path / "w"), ema)
 
@@ -249,3 +251,19 @@ def test_bad_config_raises_one_line_value_error(data_dir, tmp_path):
   config.objective = "gan"
   with pytest.raises(ValueError, match="config.objective"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_bfloat16_compute_keeps_float32_params(data_dir):
+  config = tiny_config(data_dir, warmup_steps=0)  # warm-up starts at lr 0
+  config.model.dtype = "bfloat16"
+  config.model.overrides.dropout = 0.0
+  run = train.setup(config)
+  assert run.model_config.dtype == "bfloat16"
+  examples = run.task.generate("train", 16, seed=0)
+  batch = {k: np.asarray(v) for k, v in run.task.mdm_encode(examples).items()}
+  state = run.init_state()
+  before = jax.tree.map(np.asarray, state["params"])
+  state, metrics = run.jit_train_step()(state, batch)
+  assert np.isfinite(float(metrics["train/loss"])) and int(state["bad_step"]) == -1
+  for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"])):
+    assert y.dtype == jnp.float32 and not np.array_equal(x, np.asarray(y))
