@@ -8,13 +8,7 @@ tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
   paper  llama-19m (8 x 384, 6 heads, SwiGLU, RMSNorm, RoPE), lr 1e-3, batch 128.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper", "gpu")
 PAIRS = {25: 275, 30: 270, 40: 260, 50: 250, 100: 200}  # N -> P (PAPER.md Table 1)

@@ -12,13 +12,7 @@ because every position is generated (no prompt), as in the paper's text runs.
   paper  (N, P) = (25, 275), the llama-19m model made causal, lr 1e-3, batch 128.
 Compare runs by val/loss (nats per counted token) in metrics.jsonl.
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper")
 ORDERS = ("identity", "much_closer", "closer", "uniform")

@@ -8,13 +8,7 @@ Presets:
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper", "gpu")
 ORDERINGS = ("solver", "row_major", "random")

@@ -10,13 +10,7 @@ Presets (`--config=configs/sudoku_mdm.py:<preset>[,bf16]`):
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 Option 'bf16' switches the compute dtype to bfloat16, 'f32' to float32.
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "cpu", "paper", "gpu")
 

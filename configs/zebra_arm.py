@@ -4,13 +4,7 @@ r"""Zebra puzzle autoregressive baseline (PAPER.md sections 4 and 6, Table 3).
 (default, "with ordering"), 'row_major', 'random'. Presets demo / paper / gpu as in
 sudoku_arm.py (paper: arm-42m with Shah et al.'s optimizer settings).
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper", "gpu")
 ORDERINGS = ("solver", "row_major", "random")

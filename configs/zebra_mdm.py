@@ -6,13 +6,7 @@ Presets (`--config=configs/zebra_mdm.py:<preset>[,bf16]`):
          lr 1e-3, batch 128, AdamW, cosine, 300 epochs of 1.5M puzzles.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 """
-import importlib.util as _iu
-import os as _os
-
-_spec = _iu.spec_from_file_location(
-    "mdm_jax_configs_common", _os.path.join(_os.path.dirname(__file__), "common.py"))
-common = _iu.module_from_spec(_spec)
-_spec.loader.exec_module(common)
+from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper", "gpu")
 

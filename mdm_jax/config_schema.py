@@ -1,0 +1,159 @@
+"""The config schema shared by every experiment (see CONTRACTS.md), with defaults.
+
+Experiment files (`configs/<exp>.py`) start from `base_config()` and set what
+differs. A preset argument is `<preset>[,<option>...]`, e.g. 'paper,solver'.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_collections
+
+
+def default_data_dir() -> str:
+  return os.path.expanduser(os.environ.get("MDM_JAX_DATA", "~/.cache/mdm_jax"))
+
+
+def parse_arg(arg: str | None, presets: tuple[str, ...], default: str) -> tuple[str, list[str]]:
+  """'paper,solver' -> ('paper', ['solver']); validates the preset name."""
+  parts = [p.strip() for p in (arg or default).split(",")]
+  preset, options = parts[0] or default, [p for p in parts[1:] if p]
+  if preset not in presets:
+    raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(presets)}")
+  return preset, options
+
+
+def model_overrides(**values: Any) -> ml_collections.ConfigDict:
+  """A ConfigDict of every overridable TransformerConfig field (None = preset's)."""
+  ph = ml_collections.config_dict.placeholder
+  o = ml_collections.ConfigDict({
+      "num_layers": ph(int), "d_model": ph(int), "num_heads": ph(int),
+      "mlp_dim": ph(int), "positional": ph(str), "norm": ph(str), "mlp": ph(str),
+      "qk_norm": ph(bool), "dropout": ph(float), "use_bias": ph(bool),
+      "norm_eps": ph(float), "rope_base": ph(float), "init_std": ph(float),
+      "batch_chunk": ph(int),
+  })
+  for k, v in values.items():
+    setattr(o, k, v)
+  return o
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every schema field with a neutral default (an MDM on Sudoku, tiny model)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.objective = "mdm"  # 'mdm' | 'arm' | 'pi'
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "sudoku"
+  c.task.params = {}  # keyword arguments of data.get_task
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = default_data_dir()
+  c.data.num_train = 10_000
+  c.data.num_val = 512  # held-out set for the validation loss / solve rate
+  c.data.num_test = 1_000
+  c.data.num_hard = 1_000
+  c.data.seed = 0
+  c.data.augment = False
+  c.data.ordering = ""  # ARM ordering (task.arm_orderings), '' for MDM / pi
+  c.data.pi_order = "identity"  # pi objective: identity|much_closer|closer|uniform
+  c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+  c.data.shard_size = 1_000  # examples per stored shard (the unit of parallel generation)
+  c.data.gen_workers = 0  # processes generating shards; 0 = one per CPU core (max 8)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = "tiny"
+  # TransformerConfig fields that replace the preset's values; None keeps the
+  # preset's. Typed placeholders, so `--config.model.overrides.d_model=128` works.
+  c.model.overrides = model_overrides()
+  c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "linear"
+  c.diffusion.loss = "continuous"  # 'continuous' | 'discrete'
+  c.diffusion.discrete_steps = 50
+  c.diffusion.antithetic = True
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1_000
+  c.train.batch_size = 64  # global, over all processes and devices
+  c.train.lr = 1e-3
+  c.train.warmup_steps = 100
+  c.train.end_lr_factor = 0.0  # cosine decays to lr * end_lr_factor
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.weight_decay = 0.01
+  c.train.grad_clip = 1.0  # global-norm clip; 0 disables
+  c.train.ema_decay = 0.999  # 0 keeps EMA == params
+  c.train.grad_accum = 1  # micro-batches per step (batch_size must divide)
+  c.train.log_every = 50
+  c.train.eval_every = 500  # validation loss (+ solve rate) every this many steps
+  c.train.ckpt_every = 500
+  c.train.keep = 3  # latest checkpoints kept
+  c.train.keep_best = 1  # plus the best ones by validation loss
+  c.train.val_batches = 4  # validation-loss batches (of batch_size) per evaluation
+  c.train.val_puzzles = 64  # solve-rate puzzles per evaluation (0 = off)
+  c.train.val_strategy = "margin"  # sampler strategy for the periodic solve rate
+  c.train.async_checkpoints = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1 = all remaining devices
+  c.mesh.fsdp = 1
+  c.mesh.min_shard_size = 4096  # arrays smaller than this stay replicated
+
+  c.sampler = ml_collections.ConfigDict()
+  c.sampler.strategies = ("vanilla", "top_prob", "margin")  # tuples: CLI-overridable
+  c.sampler.num_steps = 50
+  c.sampler.schedule = "linear"
+  c.sampler.gumbel = 0.5
+  c.sampler.temperature = 0.0
+  c.sampler.k_mode = "deterministic"
+  c.sampler.remask = False
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.splits = ("test",)
+  c.eval.num_puzzles = 1_000
+  c.eval.batch_size = 256
+  c.eval.after_train = True
+  c.eval.seed = 0
+  return c
+
+
+def apply_options(c: ml_collections.ConfigDict, options: list[str],
+                  extra: dict[str, Any] | None = None) -> None:
+  """Applies generic preset options: 'bf16', 'f32'; `extra` maps option -> fn(c)."""
+  extra = extra or {}
+  for opt in options:
+    if opt in extra:
+      extra[opt](c)
+    elif opt == "bf16":
+      c.model.dtype = "bfloat16"
+    elif opt == "f32":
+      c.model.dtype = "float32"
+    else:
+      valid = sorted(["bf16", "f32", *extra])
+      raise ValueError(f"unknown preset option {opt!r}; choose from {', '.join(valid)}")
+
+
+def set_arm_paper_optimizer(c: ml_collections.ConfigDict) -> None:
+  """Shah et al.'s ARM recipe (PAPER.md 4): AdamW lr 2e-4, betas (0.9, 0.95),
+  wd 0.005, 10k warm-up then cosine to 0.2x, batch 64, clip 1."""
+  c.train.lr, c.train.b1, c.train.b2, c.train.weight_decay = 2e-4, 0.9, 0.95, 0.005
+  c.train.warmup_steps, c.train.end_lr_factor = 10_000, 0.2
+  c.train.batch_size, c.train.grad_clip = 64, 1.0
+
+
+def set_arm(c: ml_collections.ConfigDict, ordering: str) -> None:
+  c.objective = "arm"
+  c.data.ordering = ordering
+  c.sampler.strategies = ("greedy",)
+
+
+def tiny_model(c: ml_collections.ConfigDict, **overrides: Any) -> None:
+  """The 'tiny' preset without dropout, in 16-sequence chunks (CPU cache)."""
+  c.model.preset = "tiny"
+  c.model.overrides.dropout = 0.0
+  c.model.overrides.batch_chunk = 16
+  c.model.overrides.update(overrides)
