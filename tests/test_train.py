@@ -65,15 +65,21 @@ def write_config_file(config, path):
 
 
 # A driver that runs `mdm_jax.main` after arranging for a signal to be delivered to
-# itself when the training loop fetches its N-th batch.
+# itself when the training loop fetches its N-th batch; with WAIT_FOR set, the signal
+# waits (up to 120 s) until that path exists, e.g. a finalised checkpoint directory,
+# so that the test does not depend on how fast an asynchronous save is.
 _DRIVER = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, time
     from mdm_jax import main, sharding
     at, sig = int(os.environ["SIGNAL_AT"]), getattr(signal, os.environ["SIGNAL"])
+    wait_for = os.environ.get("WAIT_FOR")
     original, calls = sharding.global_batch, [0]
     def global_batch(batch, mesh):
       calls[0] += 1
       if calls[0] == at:
+        deadline = time.time() + 120
+        while wait_for and not os.path.exists(wait_for) and time.time() < deadline:
+          time.sleep(0.05)
         os.kill(os.getpid(), sig)
       return original(batch, mesh)
     sharding.global_batch = global_batch
@@ -172,11 +178,13 @@ def test_kill_9_resumes_from_last_checkpoint_bitwise(data_dir, reference, tmp_pa
   cfg = write_config_file(tiny_config(data_dir), tmp_path / "cfg.py")
   args = [f"--config={cfg}", f"--workdir={tmp_path / 'w'}"]
   # Batch fetches: steps 1-3, the validation batch at step 3, step 4 (saved
-  # asynchronously), then SIGKILL while fetching step 5's batch.
-  out = _run_main(args, driver=_DRIVER, env_extra={"SIGNAL_AT": "6", "SIGNAL": "SIGKILL"})
+  # asynchronously), then SIGKILL while fetching step 5's batch, once step 2's
+  # asynchronous save is final (step 4's may still be in flight).
+  out = _run_main(args, driver=_DRIVER, env_extra={
+      "SIGNAL_AT": "6", "SIGNAL": "SIGKILL", "WAIT_FOR": str(tmp_path / "w" / "checkpoints" / "2")})
   assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
   left = sorted(os.listdir(tmp_path / "w" / "checkpoints"))
-  assert "2" in left, (left, out.stderr[-2000:])  # saved before step 4's save began
+  assert "2" in left, (left, out.stderr[-2000:])
   out = _run_main(args)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "resumed from step" in out.stderr, (left, out.stderr[-2000:])
