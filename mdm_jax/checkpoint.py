@@ -226,14 +226,101 @@ def _find_checkpoint_dir(path: str) -> str:
   raise ValueError(f"no checkpoints found under {path} (expected {path}/checkpoints)")
 
 
+EXPORT_ARRAYS = "params.npz"
+EXPORT_META = "export.json"
+
+
+def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}/{key}"
+    if isinstance(value, dict):
+      out.update(_flatten(value, name))
+    else:
+      out[name] = np.asarray(value)
+  return out
+
+
+def _unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+  tree: dict[str, Any] = {}
+  for name, value in flat.items():
+    parts = name.split("/")
+    if parts[0] != prefix:
+      continue
+    node = tree
+    for part in parts[1:-1]:
+      node = node.setdefault(part, {})
+    node[parts[-1]] = value
+  return tree
+
+
+def is_export(path: str) -> bool:
+  return os.path.isfile(os.path.join(os.path.expanduser(path), EXPORT_META))
+
+
+def export_params(workdir: str, out_dir: str, *, step: int | None = None) -> str:
+  """Writes raw + EMA params (float32 .npz), the step and the config to `out_dir`.
+
+  A small, plain-file copy of a run (no optimizer state) that `load_init` (training
+  goes on from it: config.train.init_from) and `load_for_inference` read back.
+  Files are written under temporary names and renamed, so a crash leaves either
+  the old export or the new one. Returns `out_dir`.
+  """
+  raw, config = load_for_inference(workdir, step=step, ema=False)
+  ema, _ = load_for_inference(workdir, step=step, ema=True)
+  if step is None:
+    step = Checkpointer(workdir).latest_step()
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  os.makedirs(out_dir, exist_ok=True)
+  arrays = {**_flatten(jax.device_get(raw), "params"),
+            **_flatten(jax.device_get(ema), "ema_params")}
+  tmp = os.path.join(out_dir, f".{EXPORT_ARRAYS}.tmp")
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, os.path.join(out_dir, EXPORT_ARRAYS))
+  tmp = os.path.join(out_dir, f".{EXPORT_META}.tmp")
+  with open(tmp, "w") as f:
+    json.dump({"step": int(step), "config": config_to_json(config)}, f, indent=1)
+  os.replace(tmp, os.path.join(out_dir, EXPORT_META))
+  return out_dir
+
+
+def _load_export(path: str) -> tuple[Any, Any, int, ml_collections.ConfigDict]:
+  path = os.path.expanduser(path)
+  with open(os.path.join(path, EXPORT_META)) as f:
+    meta = json.load(f)
+  with np.load(os.path.join(path, EXPORT_ARRAYS)) as data:
+    flat = {k: data[k] for k in data.files}
+  return (_unflatten(flat, "params"), _unflatten(flat, "ema_params"), int(meta["step"]),
+          config_from_json(meta["config"]))
+
+
+def load_init(path: str) -> tuple[Any, Any, int]:
+  """(params, EMA params, step) as numpy trees from an export or a run's workdir."""
+  if is_export(path):
+    params, ema, step, _ = _load_export(path)
+    return params, ema, step
+  raw, _ = load_for_inference(path, ema=False)
+  ema, _ = load_for_inference(path, ema=True)
+  step = Checkpointer(path).latest_step()
+  return jax.device_get(raw), jax.device_get(ema), int(step)
+
+
 def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
                        ema: bool = True) -> tuple[Any, ml_collections.ConfigDict]:
   """Restores EMA (or raw) parameters onto the local devices, plus the config.
 
-  `workdir_or_ckpt_dir` is a workdir, its `checkpoints/` directory, or one step
-  directory. `step=None` takes the latest step. Parameters come back replicated
-  on the local devices, whatever mesh wrote them.
+  `workdir_or_ckpt_dir` is a workdir, its `checkpoints/` directory, one step
+  directory, or an `export_params` directory. `step=None` takes the latest step.
+  Parameters come back replicated on the local devices, whatever mesh wrote them.
   """
+  if is_export(workdir_or_ckpt_dir):
+    params, ema_params, saved_step, config = _load_export(workdir_or_ckpt_dir)
+    if step is not None and step != saved_step:
+      raise ValueError(f"{workdir_or_ckpt_dir} holds step {saved_step}, not {step}")
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(ema_params if ema else params, replicated), config
   directory = _find_checkpoint_dir(workdir_or_ckpt_dir)
   if os.path.isdir(os.path.join(directory, "params")):  # one step dir
     base, name = os.path.split(directory.rstrip("/"))

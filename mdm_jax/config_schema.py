@@ -97,6 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.val_puzzles = 64  # solve-rate puzzles per evaluation (0 = off)
   c.train.val_strategy = "margin"  # sampler strategy for the periodic solve rate
   c.train.async_checkpoints = True
+  c.train.max_seconds = 0.0  # stop (checkpoint, evaluate) after this much wall time; 0 = off
+  c.train.init_from = ""  # exported params (checkpoint.export_params) to start from
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 = all remaining devices

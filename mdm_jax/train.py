@@ -75,6 +75,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(0.0 <= t.b1 < 1.0 and 0.0 <= t.b2 < 1.0,
          f"config.train.b1/b2 must be in [0, 1), got {t.b1}, {t.b2}")
   _check(t.weight_decay >= 0, f"config.train.weight_decay must be >= 0, got {t.weight_decay}")
+  _check(float(t.max_seconds) >= 0,
+         f"config.train.max_seconds must be >= 0 (0 = no limit), got {t.max_seconds}")
   _check(t.grad_clip >= 0, f"config.train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
   _check(0.0 <= t.ema_decay < 1.0, f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}")
   _check(t.batch_size % t.grad_accum == 0,
@@ -527,6 +529,50 @@ def _restore(run: Run, ckpt: ckpt_lib.Checkpointer, iterator: Any
   return state, step, data_ok
 
 
+def _deadline(max_seconds: float) -> float | None:
+  """The monotonic time at which training stops (None: no limit)."""
+  return time.monotonic() + max_seconds if max_seconds > 0 else None
+
+
+def _agreed(flag: bool) -> bool:
+  """True on every process if it is True on process 0 (clocks differ per host)."""
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def _init_from(run: Run, state: State, path: str) -> tuple[State, int]:
+  """Starts from exported parameters (`checkpoint.export_params`) instead of init.
+
+  Takes params, EMA params and the step (so the learning-rate schedule goes on);
+  the optimizer moments start at zero.
+  """
+  try:
+    params, ema, step = ckpt_lib.load_init(path)
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(f"config.train.init_from={path!r}: {' '.join(str(e).split())[:300]}"
+                     ) from None
+  want = jax.tree.structure(state["params"])
+  for name, tree in (("params", params), ("ema_params", ema)):
+    if jax.tree.structure(tree) != want or any(
+        np.shape(a) != b.shape for a, b in zip(jax.tree.leaves(tree),
+                                              jax.tree.leaves(state["params"]))):
+      raise ValueError(f"config.train.init_from={path!r}: its {name} do not match the "
+                       f"model of this config ({run.config.model.preset})")
+  shardings = run.state_shardings
+  state = dict(state)
+  state["params"] = jax.device_put(
+      jax.tree.map(lambda a, b: np.asarray(a, b.dtype), params, state["params"]),
+      shardings["params"])
+  state["ema_params"] = jax.device_put(
+      jax.tree.map(lambda a, b: np.asarray(a, b.dtype), ema, state["params"]),
+      shardings["ema_params"])
+  state["step"] = jax.device_put(jnp.asarray(step, jnp.int32), shardings["step"])
+  metrics_lib.log_line("initialised from %s (step %d; optimizer moments reset)", path, step)
+  return state, int(step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming from its latest checkpoint).
 
@@ -554,6 +600,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state, start_step, data_ok = _restore(run, ckpt, train_iter)
   if state is None:
     state = run.init_state()
+    if c.train.init_from:
+      state, start_step = _init_from(run, state, str(c.train.init_from))
+      train_iter = iter(_train_loader(run, train_path,
+                                      (int(c.data.seed) + start_step) % (2**31 - 1)))
   else:
     metrics_lib.log_line("resumed from step %d (%s)", start_step, ckpt.directory)
     if not data_ok:
@@ -600,8 +650,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = metrics_lib.Progress(steps, start_step, int(c.train.batch_size) * seq_len)
   summary: dict[str, Any] = {"step": start_step, "preempted": False}
   history: list[dict[str, Any]] = []
-  preempted = False
+  preempted = timed_out = False
   step = start_step
+  deadline = _deadline(float(c.train.max_seconds))
   try:
     with ckpt_lib.PreemptionWatcher() as watcher:
       while step < steps:
@@ -610,7 +661,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         history.append(m)
         step += 1
         preempted = watcher.reached(step)
-        last = step == steps
+        if not preempted and deadline is not None and step < steps:
+          timed_out = _agreed(time.monotonic() >= deadline)
+        if timed_out:
+          metrics_lib.log_line("config.train.max_seconds=%g reached at step %d",
+                               float(c.train.max_seconds), step)
+        last = step == steps or timed_out
         scalars, shown = {}, {}
         if step % int(c.train.log_every) == 0 or last or preempted:
           check_finite(state)
@@ -642,12 +698,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           metrics_lib.log_line("stop requested (SIGTERM / preemption): saved step %d; "
                                "rerun the same command to resume", step)
           break
+        if timed_out:
+          break
   finally:
     progress.close()
     writer.close()
     ckpt.close()
-  summary.update(step=step, preempted=preempted)
-  if step >= steps and not preempted and c.eval.after_train:
+  summary.update(step=step, preempted=preempted, timed_out=timed_out)
+  if (step >= steps or timed_out) and not preempted and c.eval.after_train:
     summary["eval"] = _maybe_evaluate(c, workdir)
   return summary
 

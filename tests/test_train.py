@@ -275,3 +275,33 @@ def test_bfloat16_compute_keeps_float32_params(data_dir):
   assert np.isfinite(float(metrics["train/loss"])) and int(state["bad_step"]) == -1
   for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"])):
     assert y.dtype == jnp.float32 and not np.array_equal(x, np.asarray(y))
+
+
+def test_export_then_init_from_goes_on_from_the_step(data_dir, reference, tmp_path):
+  workdir, raw, ema, _ = reference
+  out = checkpoint.export_params(str(workdir), str(tmp_path / "export"))
+  assert sorted(os.listdir(out)) == [checkpoint.EXPORT_META, checkpoint.EXPORT_ARRAYS]
+  params, ema_params, step = checkpoint.load_init(out)
+  assert step == STEPS
+  _assert_same(params, raw)
+  _assert_same(ema_params, ema)
+  _assert_same(jax.tree.map(np.asarray, checkpoint.load_for_inference(out)[0]), ema)
+  config = tiny_config(data_dir, steps=STEPS + 2, init_from=out)
+  summary = train.train_and_evaluate(config, str(tmp_path / "next"))
+  assert summary["step"] == STEPS + 2
+  assert checkpoint.Checkpointer(str(tmp_path / "next")).latest_step() == STEPS + 2
+
+
+def test_init_from_a_different_model_is_a_one_line_error(data_dir, reference, tmp_path):
+  workdir, _, _, _ = reference
+  config = tiny_config(data_dir, init_from=str(workdir))
+  config.model.overrides.d_model = 48
+  with pytest.raises(ValueError, match="do not match the model"):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_max_seconds_stops_saves_and_reports(data_dir, tmp_path):
+  config = tiny_config(data_dir, steps=50, max_seconds=1e-6)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["timed_out"] and summary["step"] < 50
+  assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == summary["step"]
