@@ -1,11 +1,13 @@
 """Training throughput and model FLOPs utilisation of the real jitted train step.
 
   .venv/bin/python benchmarks/train.py                       # 6M Sudoku MDM, batch 128
-  .venv/bin/python benchmarks/train.py --batch_chunks=8,0 --rounds=5 --clock=cpu
+  .venv/bin/python benchmarks/train.py --grad_accum=16,8,1 --batch_chunks=0 --rounds=5
 
 Times `mdm_jax.train`'s one jitted step (masking, forward, backward, AdamW with
 clipping, EMA, NaN guard; state donated) for `configs/sudoku_mdm.py:paper` on
 synthetic Sudoku-shaped batches (81 tokens, vocab 10, all answer cells maskable).
+Variants: config.train.grad_accum (16 = micro-batches of 8 sequences, forward and
+backward of each in cache: the CPU setting) x TransformerConfig.batch_chunk.
 MFU = 3 x transformer.flops_per_token x tokens/s over a float32 matmul peak measured
 in the same run (benchmarks/common.py): each round times peak, steps, peak, and
 the steps are compared with the mean of the two peaks.
@@ -38,7 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="configs/<file>:<preset> to benchmark")
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  p.add_argument("--batch_chunks", default="8,0",
+  p.add_argument("--grad_accum", default="16,1",
+                 help="config.train.grad_accum values to time (micro-batches per step)")
+  p.add_argument("--batch_chunks", default="0",
                  help="TransformerConfig.batch_chunk values to time (0 = whole batch)")
   p.add_argument("--dropout", type=float, default=None,
                  help="override the preset's dropout (gpt2-6m: 0.1)")
@@ -49,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   if min(args.batch, args.steps, args.rounds) <= 0:
     p.error("batch, steps and rounds must be positive")
   args.batch_chunks = [int(c) for c in args.batch_chunks.split(",")]
+  args.grad_accum = [int(a) for a in args.grad_accum.split(",")]
+  if any(args.batch % a for a in args.grad_accum):
+    p.error(f"--batch={args.batch} must be divisible by every --grad_accum value")
   return args
 
 
@@ -65,9 +72,10 @@ def main(argv=None) -> None:
   args = parse_args(argv)
   rng = np.random.default_rng(0)
   variants = {}
-  for chunk in args.batch_chunks:
+  for accum, chunk in [(a, c) for a in args.grad_accum for c in args.batch_chunks]:
     config = load_config(args.config)
     config.train.batch_size = args.batch
+    config.train.grad_accum = accum
     config.model.dtype = args.dtype
     config.model.overrides.batch_chunk = chunk
     if args.dropout is not None:
@@ -89,7 +97,7 @@ def main(argv=None) -> None:
     block(state)
     tokens = args.batch * layout.seq_len
     flops = 3 * tfm.flops_per_token(run.model_config) * tokens
-    variants[f"chunk={chunk}"] = {"step": step, "state": state, "batch": batch,
+    variants[f"accum={accum},chunk={chunk}"] = {"step": step, "state": state, "batch": batch,
                                   "flops": flops, "tokens": tokens}
   cfg = run.model_config
   print(f"{args.config} ({config.objective}): {cfg.num_layers}x{cfg.d_model} "
