@@ -8,6 +8,12 @@ Layout: `<workdir>/checkpoints/<step>/` with the items
   config                          the run's ConfigDict as JSON (JsonSave)
 plus orbax's metrics file (the validation loss, when measured at that step).
 
+Exports (`export_params`): `<dir>/export.json` (step, config, stored dtype, files)
+and `<dir>/params.npz` (+ `ema_params.npz` when split to keep files small), the
+raw and EMA parameters only, in float32 or bfloat16: small plain files that
+`config.train.init_from` and `load_for_inference` read back. Command line:
+`python -m mdm_jax.checkpoint export WORKDIR OUT_DIR [--dtype auto --max-file-mib 15]`.
+
 Retention policy: the `keep` latest checkpoints, plus the `keep_best` checkpoints
 with the lowest validation loss among those saved with a validation loss.
 Checkpoint writes go to a temporary directory renamed on completion (orbax), so a
@@ -16,12 +22,14 @@ async writes are finished.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import signal
+import sys
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import grain
@@ -226,8 +234,12 @@ def _find_checkpoint_dir(path: str) -> str:
   raise ValueError(f"no checkpoints found under {path} (expected {path}/checkpoints)")
 
 
-EXPORT_ARRAYS = "params.npz"
+EXPORT_ARRAYS = "params.npz"  # raw params (and the EMA params, when they fit)
+EXPORT_EMA_ARRAYS = "ema_params.npz"  # the EMA params, when split off
 EXPORT_META = "export.json"
+EXPORT_DTYPES = ("float32", "bfloat16", "auto")
+_TREES = ("params", "ema_params")
+_NPZ_ENTRY_BYTES = 512  # npy header + zip headers per array (a generous bound)
 
 
 def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
@@ -258,39 +270,139 @@ def is_export(path: str) -> bool:
   return os.path.isfile(os.path.join(os.path.expanduser(path), EXPORT_META))
 
 
-def export_params(workdir: str, out_dir: str, *, step: int | None = None) -> str:
-  """Writes raw + EMA params (float32 .npz), the step and the config to `out_dir`.
+def _to_stored(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+  """bfloat16: floating arrays as their bfloat16 bits (uint16; .npz has no bfloat16)."""
+  if dtype == "float32":
+    return arrays
+  out = {}
+  for name, a in arrays.items():
+    if np.issubdtype(a.dtype, np.floating):
+      out[name] = np.asarray(a, jax.numpy.bfloat16).view(np.uint16)
+    elif a.dtype == np.uint16:
+      raise ValueError(f"cannot export {name} (uint16) as bfloat16 bits")
+    else:
+      out[name] = a
+  return out
+
+
+def _from_stored(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+  if dtype == "float32":
+    return arrays
+  return {name: a.view(jax.numpy.bfloat16).astype(np.float32) if a.dtype == np.uint16
+          else a for name, a in arrays.items()}
+
+
+def _export_layout(arrays: dict[str, np.ndarray], dtype: str,
+                   max_file_bytes: int | None) -> tuple[str, dict[str, str]]:
+  """(stored dtype, {tree: file name}): the most exact layout within max_file_bytes.
+
+  Tried in order: one file, then raw and EMA params in two files; with dtype
+  'auto', float32 first, then bfloat16.
+  """
+  def nbytes(prefix: str, dt: str) -> int:
+    size = 2 if dt == "bfloat16" else 4
+    return sum(_NPZ_ENTRY_BYTES + (a.size * size if np.issubdtype(a.dtype, np.floating)
+                                   else a.nbytes)
+               for name, a in arrays.items() if name.split("/")[0] == prefix)
+
+  one = {tree: EXPORT_ARRAYS for tree in _TREES}
+  two = {"params": EXPORT_ARRAYS, "ema_params": EXPORT_EMA_ARRAYS}
+  tried = []
+  for dt in (("float32", "bfloat16") if dtype == "auto" else (dtype,)):
+    for files in (one, two):
+      sizes: dict[str, int] = {}
+      for tree, name in files.items():
+        sizes[name] = sizes.get(name, 0) + nbytes(tree, dt)
+      if max_file_bytes is None or max(sizes.values()) <= max_file_bytes:
+        return dt, files
+      tried.append(f"{dt} in {len(sizes)} file(s): {max(sizes.values()) / 2**20:.1f} MiB")
+  raise ValueError(f"the parameters do not fit files of {max_file_bytes / 2**20:.1f} MiB "
+                   f"({'; '.join(tried)})")
+
+
+def _write_atomic(path: str, write: Any, mode: str) -> None:
+  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+  with open(tmp, mode) as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+def export_params(workdir: str, out_dir: str, *, step: int | None = None,
+                  dtype: str = "float32", max_file_bytes: int | None = None) -> str:
+  """Writes raw + EMA params (.npz), the step and the config to `out_dir`.
 
   A small, plain-file copy of a run (no optimizer state) that `load_init` (training
   goes on from it: config.train.init_from) and `load_for_inference` read back.
-  Files are written under temporary names and renamed, so a crash leaves either
-  the old export or the new one. Returns `out_dir`.
+  Files are written under temporary names and renamed, the metadata
+  (`export.json`) last, so a crash leaves either the old export or the new one.
+
+  Args:
+    workdir: a run directory (or what `load_for_inference` accepts).
+    out_dir: where to write; created if missing.
+    step: the checkpoint step (default the latest).
+    dtype: 'float32' (exact), 'bfloat16' (half the bytes; read back as float32),
+      or 'auto': float32 unless a file would exceed `max_file_bytes`.
+    max_file_bytes: no file is larger than this: the EMA params go to their own
+      file (`ema_params.npz`) when one file would be too big, and a ValueError
+      says so when even that does not fit. None: no limit (one file).
+
+  Returns `out_dir`.
   """
+  if dtype not in EXPORT_DTYPES:
+    raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
+  if step is None:
+    step = saved_step(workdir)
   raw, config = load_for_inference(workdir, step=step, ema=False)
   ema, _ = load_for_inference(workdir, step=step, ema=True)
-  if step is None:
-    step = Checkpointer(workdir).latest_step()
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  os.makedirs(out_dir, exist_ok=True)
   arrays = {**_flatten(jax.device_get(raw), "params"),
             **_flatten(jax.device_get(ema), "ema_params")}
-  tmp = os.path.join(out_dir, f".{EXPORT_ARRAYS}.tmp")
-  with open(tmp, "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, os.path.join(out_dir, EXPORT_ARRAYS))
-  tmp = os.path.join(out_dir, f".{EXPORT_META}.tmp")
-  with open(tmp, "w") as f:
-    json.dump({"step": int(step), "config": config_to_json(config)}, f, indent=1)
-  os.replace(tmp, os.path.join(out_dir, EXPORT_META))
+  stored, files = _export_layout(arrays, dtype, max_file_bytes)
+  arrays = _to_stored(arrays, stored)
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  os.makedirs(out_dir, exist_ok=True)
+  for name in sorted(set(files.values())):
+    part = {k: v for k, v in arrays.items() if files[k.split("/")[0]] == name}
+    _write_atomic(os.path.join(out_dir, name), lambda f, p=part: np.savez(f, **p), "wb")
+    size = os.path.getsize(os.path.join(out_dir, name))
+    if max_file_bytes is not None and size > max_file_bytes:
+      raise ValueError(f"{name} is {size} bytes, over max_file_bytes={max_file_bytes}")
+  meta = {"step": int(step), "dtype": stored, "files": files,
+          "config": config_to_json(config)}
+  _write_atomic(os.path.join(out_dir, EXPORT_META),
+                lambda f: json.dump(meta, f, indent=1), "w")
+  for name in (EXPORT_ARRAYS, EXPORT_EMA_ARRAYS):  # a previous export's layout
+    if name not in files.values() and os.path.exists(os.path.join(out_dir, name)):
+      os.remove(os.path.join(out_dir, name))
   return out_dir
+
+
+def saved_step(path: str) -> int:
+  """The step `load_for_inference(path)` restores by default (export or latest)."""
+  if is_export(path):
+    with open(os.path.join(os.path.expanduser(path), EXPORT_META)) as f:
+      return int(json.load(f)["step"])
+  directory = _find_checkpoint_dir(path)
+  if os.path.isdir(os.path.join(directory, "params")):  # one step dir
+    return int(os.path.basename(directory.rstrip("/")))
+  with ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+  ) as manager:
+    step = manager.latest_step()
+  if step is None:
+    raise ValueError(f"no finished checkpoint in {path}")
+  return int(step)
 
 
 def _load_export(path: str) -> tuple[Any, Any, int, ml_collections.ConfigDict]:
   path = os.path.expanduser(path)
   with open(os.path.join(path, EXPORT_META)) as f:
     meta = json.load(f)
-  with np.load(os.path.join(path, EXPORT_ARRAYS)) as data:
-    flat = {k: data[k] for k in data.files}
+  files = meta.get("files") or {tree: EXPORT_ARRAYS for tree in _TREES}
+  flat: dict[str, np.ndarray] = {}
+  for name in sorted(set(files.values())):
+    with np.load(os.path.join(path, name)) as data:
+      flat.update({k: data[k] for k in data.files})
+  flat = _from_stored(flat, meta.get("dtype", "float32"))
   return (_unflatten(flat, "params"), _unflatten(flat, "ema_params"), int(meta["step"]),
           config_from_json(meta["config"]))
 
@@ -300,10 +412,10 @@ def load_init(path: str) -> tuple[Any, Any, int]:
   if is_export(path):
     params, ema, step, _ = _load_export(path)
     return params, ema, step
-  raw, _ = load_for_inference(path, ema=False)
-  ema, _ = load_for_inference(path, ema=True)
-  step = Checkpointer(path).latest_step()
-  return jax.device_get(raw), jax.device_get(ema), int(step)
+  step = saved_step(path)
+  raw, _ = load_for_inference(path, step=step, ema=False)
+  ema, _ = load_for_inference(path, step=step, ema=True)
+  return jax.device_get(raw), jax.device_get(ema), step
 
 
 def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
@@ -315,9 +427,9 @@ def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
   Parameters come back replicated on the local devices, whatever mesh wrote them.
   """
   if is_export(workdir_or_ckpt_dir):
-    params, ema_params, saved_step, config = _load_export(workdir_or_ckpt_dir)
-    if step is not None and step != saved_step:
-      raise ValueError(f"{workdir_or_ckpt_dir} holds step {saved_step}, not {step}")
+    params, ema_params, export_step, config = _load_export(workdir_or_ckpt_dir)
+    if step is not None and step != export_step:
+      raise ValueError(f"{workdir_or_ckpt_dir} holds step {export_step}, not {step}")
     mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.device_put(ema_params if ema else params, replicated), config
@@ -393,3 +505,43 @@ class PreemptionWatcher:
       except RuntimeError:  # preemption service disabled
         return False
     return False
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m mdm_jax.checkpoint",
+      description="Export a run's parameters as small plain files (see export_params).")
+  sub = parser.add_subparsers(dest="what", required=True)
+  p_export = sub.add_parser(
+      "export", help="raw + EMA params, step and config of WORKDIR -> OUT_DIR")
+  p_export.add_argument("workdir", help="run directory (or a checkpoint / export)")
+  p_export.add_argument("out_dir", help="directory to write (created if missing)")
+  p_export.add_argument("--step", type=int, default=None, help="default: the latest")
+  p_export.add_argument("--dtype", choices=EXPORT_DTYPES, default="float32",
+                        help="stored dtype; 'auto': float32 unless a file would exceed "
+                             "--max-file-mib (default: float32)")
+  p_export.add_argument("--max-file-mib", type=float, default=None,
+                        help="largest file size in MiB (default: no limit)")
+  args = parser.parse_args(argv)
+  logging.set_verbosity(logging.ERROR)  # orbax's notes on the items not restored
+  limit = None if args.max_file_mib is None else int(args.max_file_mib * 2**20)
+  try:
+    out = export_params(args.workdir, args.out_dir, step=args.step, dtype=args.dtype,
+                        max_file_bytes=limit)
+  except (ValueError, OSError) as e:
+    print(f"error: {' '.join(str(e).split())[:500]}", file=sys.stderr)
+    return 2
+  with open(os.path.join(out, EXPORT_META)) as f:
+    meta = json.load(f)
+  sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:.1f} MiB"
+                    for n in sorted(set(meta["files"].values())))
+  print(f"exported step {meta['step']} ({meta['dtype']}: {sizes}) to {out}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -666,7 +666,10 @@ def _cfg_get(config: ml_collections.ConfigDict | None, path: str, default: Any) 
 
 def _checkpoint_step(path: str) -> int | None:
   """The step `load_for_inference` restores by default (the latest), if visible."""
+  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(os.path.expanduser(path))
+  if ckpt_lib.is_export(path):
+    return ckpt_lib.saved_step(path)
   if os.path.isdir(os.path.join(path, "params")) and os.path.basename(path).isdigit():
     return int(os.path.basename(path))
   directory = os.path.join(path, "checkpoints")

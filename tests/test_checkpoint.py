@@ -183,3 +183,52 @@ def test_train_state_written_on_8_devices_restores_on_1(tmp_path):
   want.append(float(sum(np.asarray(x, np.float64).sum()
                         for x in jax.tree.leaves(state["ema_params"]))))
   np.testing.assert_allclose(sums, want, rtol=1e-12)
+
+
+def test_export_layouts_bfloat16_and_command_line(tmp_path, capsys):
+  state = _state(sharding.make_mesh(1, 1, devices=jax.devices()[:1]))
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "w"))
+  ckpt.save(7, state, iterator=None, config=CONFIG)
+  ckpt.close()
+  raw = jax.tree.map(np.asarray, state["params"])
+  ema = jax.tree.map(np.asarray, state["ema_params"])
+  out = str(tmp_path / "export")
+
+  def files():
+    return sorted(f for f in os.listdir(out) if not f.startswith("."))
+
+  def meta():
+    with open(os.path.join(out, checkpoint.EXPORT_META)) as f:
+      return json.load(f)
+
+  # One tree is 2080 float32 values (8.3 kB): split in two files, still float32.
+  checkpoint.export_params(str(tmp_path / "w"), out, dtype="auto", max_file_bytes=10_000)
+  assert files() == ["ema_params.npz", "export.json", "params.npz"]
+  assert meta()["dtype"] == "float32" and meta()["step"] == 7
+  params, ema_params, step = checkpoint.load_init(out)
+  assert step == 7
+  for a, b in zip(jax.tree.leaves((raw, ema)), jax.tree.leaves((params, ema_params))):
+    np.testing.assert_array_equal(a, b)
+
+  # Smaller files: bfloat16 (read back as float32, within bfloat16 rounding).
+  checkpoint.export_params(str(tmp_path / "w"), out, dtype="auto", max_file_bytes=6_000)
+  assert meta()["dtype"] == "bfloat16"
+  assert all(os.path.getsize(os.path.join(out, f)) <= 6_000 for f in files())
+  params, ema_params, _ = checkpoint.load_init(out)
+  for a, b in zip(jax.tree.leaves((raw, ema)), jax.tree.leaves((params, ema_params))):
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=2**-8, atol=0)
+  inference, config = checkpoint.load_for_inference(out)
+  np.testing.assert_allclose(np.asarray(inference["w"]), ema["w"], rtol=2**-8)
+  assert config.to_dict() == CONFIG.to_dict()
+
+  with pytest.raises(ValueError, match="do not fit"):
+    checkpoint.export_params(str(tmp_path / "w"), out, max_file_bytes=3_000)
+
+  # The command line; a one-file layout removes the split file of before.
+  assert checkpoint.main(["export", str(tmp_path / "w"), out, "--dtype", "bfloat16"]) == 0
+  assert "exported step 7 (bfloat16: params.npz" in capsys.readouterr().out
+  assert files() == ["export.json", "params.npz"]
+  assert checkpoint.main(["export", str(tmp_path / "nothing"), out]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
