@@ -1,7 +1,13 @@
-r"""Command line: train, evaluate or sample.
+r"""Command line: train, evaluate, sample, or make the datasets.
 
   python -m mdm_jax.main --config=configs/sudoku_mdm.py:demo --workdir=/tmp/sudoku \
       [--mode=train|eval|sample] [--config.train.steps=100 ...]
+  python -m mdm_jax.main --config=configs/sudoku_mdm.py:demo --mode=data \
+      [--data_splits=train,val,eval]
+
+--mode=data makes, ahead of time, the datasets that training (train, val) and
+evaluation (config.eval.splits) read, with config.data.gen_workers processes (no
+workdir, no accelerator needed); it prints one `name: directory` line each.
 
 Multi-host: pass --coordinator_address, --num_processes and --process_id, or let
 JAX read the cluster environment (TPU pod, SLURM, MDM_JAX_DISTRIBUTED=1).
@@ -17,6 +23,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -24,7 +31,11 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config: configs/<exp>.py:<preset>[,option...].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, eval).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "data"],
+                          "What to do.")
+_DATA_SPLITS = flags.DEFINE_list(
+    "data_splits", None, "--mode=data: which datasets, in order: 'train', 'val', "
+    "'eval' (= config.eval.splits) or a split name (default: train,val,eval).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 4, "Puzzles to solve in --mode=sample.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0 (multi-host).")
@@ -84,6 +95,44 @@ def _check_workdir(workdir: str | None, mode: str) -> str:
   return workdir
 
 
+def prepare_data(config: ml_collections.ConfigDict,
+                 names: list[str] | None = None) -> dict[str, str]:
+  """Makes the datasets `names` (default train, val, eval); {name: dir}.
+
+  The same datasets (split, size, seed) that training and evaluation ask for:
+  'train' (config.data.num_train), 'val' (the test split under seed + 1,
+  config.data.num_val) and each evaluation split ('test': num_test, 'hard':
+  num_hard); 'eval' stands for config.eval.splits. Existing complete datasets are
+  kept as they are.
+  """
+  from mdm_jax.data import base  # pylint: disable=g-import-not-at-top
+  from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
+  c = config
+  names = list(names) if names else ["train", "val", "eval"]
+  names = [n for name in names for n in (c.eval.splits if name == "eval" else (name,))]
+  task = base.get_task(c.task.name, **dict(c.task.params))
+  seed = int(c.data.seed)
+  sizes = {"train": ("train", int(c.data.num_train), seed),
+           "val": ("test", int(c.data.num_val), seed + 1)}
+  data_dir = os.path.expanduser(c.data.dir)
+  workers = int(c.data.gen_workers) or min(os.cpu_count() or 1, 8)
+  out = {}
+  for name in names:
+    if name in sizes:
+      split, num, split_seed = sizes[name]
+    else:
+      task.validate_split(name)
+      field = {"hard": "num_hard"}.get(name, "num_test")
+      split, num, split_seed = name, int(c.data[field]), seed
+    existing = store.read_manifest(store.dataset_dir(task, split, num, split_seed, data_dir))
+    out[name] = store.ensure_dataset(
+        task, split, num, split_seed, data_dir,
+        shard_size=None if existing else int(c.data.shard_size), progress=True,
+        workers=workers)
+    print(f"{name}: {out[name]}", flush=True)
+  return out
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -94,9 +143,17 @@ def main(argv: list[str]) -> None:
     config.keys()  # config_flags reports a failed load lazily, on first use
   except OSError as e:
     _fail(f"cannot load --config: {str(e).strip().splitlines()[-1].strip()}")
-  workdir = _check_workdir(_WORKDIR.value, _MODE.value)
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep orbax's INFO chatter out
+  if _MODE.value == "data":
+    try:
+      prepare_data(config, _DATA_SPLITS.value)
+    except ValueError as e:
+      if os.environ.get("MDM_JAX_DEBUG"):
+        raise
+      _fail(e)
+    return
+  workdir = _check_workdir(_WORKDIR.value, _MODE.value)
   # Import JAX-heavy modules only after flag parsing (fast errors).
   from mdm_jax import sharding  # pylint: disable=g-import-not-at-top
   from mdm_jax import train  # pylint: disable=g-import-not-at-top

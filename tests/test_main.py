@@ -122,3 +122,21 @@ def test_train_then_sample_through_main(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert "== margin: solved" in out.stdout
   assert out.stdout.count("puzzle ") == 2
+
+
+def test_data_mode_makes_what_training_and_evaluation_read(tmp_path):
+  common = ["--config=configs/sudoku_mdm.py:demo", f"--config.data.dir={tmp_path}",
+            "--config.data.num_train=40", "--config.data.num_val=12",
+            "--config.data.num_test=8", "--config.data.num_hard=6",
+            "--config.data.shard_size=20", "--config.data.gen_workers=1"]
+  out = _main(*common, "--mode=data", "--data_splits=val,eval")
+  assert out.returncode == 0, out.stderr[-3000:]
+  lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
+  assert list(lines) == ["val", "test", "hard"]
+  for name, suffix in (("val", "test-s1-n12"), ("test", "test-s0-n8"), ("hard", "hard-s0-n6")):
+    assert lines[name].endswith(suffix) and os.path.isdir(lines[name])
+  out = _main(*common, "--mode=data")  # no workdir needed; existing sets are kept
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert [l.split(":")[0] for l in out.stdout.splitlines()] == ["train", "val", "test", "hard"]
+  _assert_one_line_error(_main(*common, "--mode=data", "--data_splits=nope"),
+                         "unknown split 'nope'")
