@@ -1,9 +1,13 @@
-"""Launch scripts: --dry-run output, argument errors, shellcheck."""
+"""Launch scripts: --dry-run output, argument errors, shellcheck, CPU runs."""
+import json
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
+import sys
+import zipfile
 
 import pytest
 
@@ -86,7 +90,8 @@ def test_local_dry_run_multi_process():
     assert "--workdir=/tmp/w" in c
 
 
-@pytest.mark.parametrize("script", ["local.sh", "slurm.sh", "tpu_pod.sh"])
+@pytest.mark.parametrize("script", ["local.sh", "slurm.sh", "tpu_pod.sh", "gpu_sudoku.sh",
+                                    "fetch_wheels.sh"])
 def test_help_and_bad_flags(script):
   r = _run(script, "--help")
   assert r.returncode == 0 and "Usage:" in r.stdout
@@ -159,3 +164,120 @@ def test_local_two_processes_train_checkpoint_and_resume(tmp_path):
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                  if p.name.isdigit())
   assert steps[-1] == 3
+
+
+def test_fetch_wheels_dry_run_pins_cp312_manylinux_wheels():
+  r = _run("fetch_wheels.sh", "--python", "python3", "--dry-run")
+  assert r.returncode == 0, r.stderr
+  (cmd,) = _commands(r.stdout)
+  assert cmd[:4] == ["python3", "-m", "pip", "download"]
+  for flag in ("--no-deps", "--only-binary=:all:"):
+    assert flag in cmd
+  assert cmd[cmd.index("--python-version") + 1] == "3.12"
+  assert "manylinux2014_x86_64" in cmd and cmd[cmd.index("-d") + 1].endswith(".whl/.download")
+  pins = dict(a.split("==") for a in cmd if "==" in a)
+  assert sorted(pins) == ["array-record", "grain", "ml-collections", "portpicker",
+                          "tensorboardX"]
+
+
+def test_gpu_sudoku_dry_run(tmp_path):
+  out, prev = tmp_path / "out", tmp_path / "prev"
+  r = _run("gpu_sudoku.sh", "--out", str(out), "--init", str(prev), "--work", "/w",
+           "--dry-run", "--", "--config.train.steps=7")
+  assert r.returncode == 0, r.stderr
+  lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
+  cmds = _commands(r.stdout)
+  install = [c for c in cmds if c[1:4] == ["-m", "pip", "install"]]
+  assert len(install) == 1
+  for flag in ("--no-index", "--no-deps", "--target"):
+    assert flag in install[0]
+  assert install[0][-1] == f"{ROOT}/.whl/*.whl"
+  assert ["export", f"PYTHONPATH={ROOT}:/tmp/mdm_site"] in cmds
+  main = [c for c in cmds if "mdm_jax.main" in c]
+  modes = [[a for a in c if a.startswith("--mode=")][0] for c in main]
+  assert modes == ["--mode=data", "--mode=data", "--mode=train", "--mode=eval"]
+  data_args = {a for a in main[2] if a.startswith(("--config=", "--config.data.",
+                                                   "--config.sampler.", "--config.eval.num"))}
+  assert f"--config={ROOT}/configs/sudoku_mdm.py:gpu" in data_args
+  for c in main:  # every step reads the same data and config
+    assert data_args <= set(c), c
+    assert c[-1] == "--config.train.steps=7"
+  assert main[0][:2] == ["env", "JAX_PLATFORMS=cpu"] and "--data_splits=train,val" in main[0]
+  assert "--data_splits=eval" in main[1]
+  assert [l for l in lines if "--data_splits=eval" in l][0].endswith(" &")  # background
+  train_cmd = main[2]
+  for arg in ("--workdir=/w", "--config.train.max_seconds=480",
+              f"--config.train.init_from={prev}/params", "--config.eval.after_train=False"):
+    assert arg in train_cmd
+  assert "--workdir=/w" in main[3]
+  (export,) = [c for c in cmds if "mdm_jax.checkpoint" in c]
+  assert export[:2] == ["env", "JAX_PLATFORMS=cpu"]
+  assert export[-6:] == ["/w", f"{out}/params", "--dtype", "auto", "--max-file-mib", "15"]
+  assert any(c[-2:] == ["/w/metrics.jsonl", f"{out}/metrics.jsonl"] for c in cmds)
+  r = _run("gpu_sudoku.sh", "--out", str(out), "--no-install", "--dry-run")
+  assert r.returncode == 0 and "pip install" not in r.stdout
+  assert "--config.train.init_from" not in r.stdout
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--out", "o", "--minutes", "x"], "--minutes"),
+    (["--out", "o", "--num-hard", "0"], ">= 1"),
+    (["--minutes", "1"], "--out is required"),
+    (["--out"], "needs a value"),
+    (["--out", "o", "--init", "/nonexistent"], "export.json"),
+    (["--out", "o", "--wheels", "/nonexistent"], "fetch_wheels.sh"),
+])
+def test_gpu_sudoku_argument_errors_are_one_line(args, pattern):
+  r = _run("gpu_sudoku.sh", *args)
+  assert r.returncode == 2 and pattern in r.stderr, r.stderr
+  assert len(r.stderr.strip().splitlines()) == 1
+
+
+# A 10k-parameter model on 6x6 Sudoku, a few steps: the whole script in seconds.
+_TINY = ["--config.train.batch_size=16", "--config.train.warmup_steps=1",
+         "--config.train.log_every=2", "--config.train.eval_every=4",
+         "--config.train.ckpt_every=4", "--config.train.val_batches=1",
+         "--config.train.val_puzzles=0", "--config.data.num_val=32",
+         "--config.model.overrides.num_layers=1",
+         "--config.model.overrides.d_model=32", "--config.model.overrides.mlp_dim=64",
+         "--config.model.overrides.num_heads=2"]
+_BACK = re.compile(r"^([A-Za-z0-9._-]+/){0,2}[A-Za-z0-9._-]+$")
+
+
+def _gpu_sudoku_cpu(tmp_path, name, steps, *args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"))
+  r = subprocess.run(
+      ["bash", str(LAUNCH / "gpu_sudoku.sh"), "--out", str(tmp_path / name), "--no-install",
+       "--python", sys.executable, "--config", "configs/sudoku_mdm.py:demo",
+       "--num-train", "256", "--num-test", "16", "--num-hard", "8", "--shard-size", "64",
+       "--strategies", "margin", "--data", str(tmp_path / "data"),
+       "--work", str(tmp_path / f"{name}_work"), *args, "--",
+       f"--config.train.steps={steps}", *_TINY],
+      capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+  assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+  out = tmp_path / name
+  files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+  assert files == ["figures.zip", "metrics.jsonl", "params/export.json", "params/params.npz",
+                   "results.json", "results.md", "train_log.txt"]
+  assert all(_BACK.match(f) and (out / f).stat().st_size < 16 * 2**20 for f in files)
+  assert "all can be brought back" in r.stdout
+  result = json.loads((out / "results.json").read_text())
+  assert sorted(result["splits"]) == ["hard", "test"]
+  assert list(result["splits"]["hard"]["strategies"]) == ["margin"]
+  assert result["splits"]["test"]["num_puzzles"] == 16
+  with zipfile.ZipFile(out / "figures.zip") as z:
+    assert "loss_curves.png" in z.namelist() and len(z.namelist()) >= 4
+  log = (out / "train_log.txt").read_text()
+  assert "devices: [CpuDevice" in log and f"step {steps}/{steps}" in log
+  meta = json.loads((out / "params" / "export.json").read_text())
+  assert meta["step"] == result["step"] == steps and meta["dtype"] == "float32"
+  return out, log
+
+
+def test_gpu_sudoku_on_cpu_then_continue_from_its_params(tmp_path):
+  first, _ = _gpu_sudoku_cpu(tmp_path, "first", 4)
+  second, log = _gpu_sudoku_cpu(tmp_path, "second", 8, "--init", str(first))
+  assert f"initialised from {first}/params (step 4" in log
+  steps = [json.loads(l)["step"] for l in (second / "metrics.jsonl").read_text().splitlines()]
+  assert min(steps) > 4 and max(steps) == 8
