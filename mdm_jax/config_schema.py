@@ -154,7 +154,7 @@ def set_arm(c: ml_collections.ConfigDict, ordering: str) -> None:
 
 
 def tiny_model(c: ml_collections.ConfigDict, **overrides: Any) -> None:
-  """The 'tiny' preset without dropout, in 16-sequence chunks (CPU cache)."""
+  """The 'tiny' preset without dropout; inference in 16-sequence chunks (CPU cache)."""
   c.model.preset = "tiny"
   c.model.overrides.dropout = 0.0
   c.model.overrides.batch_chunk = 16

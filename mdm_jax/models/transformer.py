@@ -48,10 +48,13 @@ class TransformerConfig:
   norm_eps: float = 1e-5
   rope_base: float = 10000.0
   init_std: float = 0.02
-  # CPU speed option (benchmarks/forward.py): run the network on chunks of this
-  # many sequences in a lax.scan (same function, shared params) so that activations
-  # stay in cache; 0 = off. Chunks take every n-th sequence, so a batch sharded over
-  # devices stays sharded inside each chunk. 8 suits ~81-token sequences on CPU.
+  # CPU inference speed option (benchmarks/forward.py): with train=False, run the
+  # network on chunks of this many sequences in a lax.scan (same function, shared
+  # params) so that activations stay in cache; 0 = off. Chunks take every n-th
+  # sequence, so a batch sharded over devices stays sharded inside each chunk. 8
+  # suits ~81-token sequences on CPU. Training ignores it: a scan's backward pass
+  # runs after the whole forward, so chunks leave the cache; use
+  # config.train.grad_accum (forward + backward per micro-batch) instead.
   batch_chunk: int = 0
 
   def __post_init__(self):
@@ -175,7 +178,8 @@ def hash_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
   bits = _mix32(_mix32(_flat_index(x.shape) ^ seed[0]) + seed[1])
   threshold = jnp.uint32(min(int(round(rate * 2.0**32)), 2**32 - 1))
   keep = bits >= threshold
-  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+  scale = jnp.asarray(1.0 / (1.0 - rate), x.dtype)  # a multiply: cheaper than a divide
+  return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
 
 
 def _flat_index(shape: tuple[int, ...]) -> jax.Array:
@@ -363,7 +367,7 @@ class Transformer(nn.Module):
     b, length = tokens_BxL.shape
     if length > cfg.seq_len:
       raise ValueError(f"sequence length {length} exceeds config.seq_len={cfg.seq_len}")
-    chunk = cfg.batch_chunk
+    chunk = 0 if train else cfg.batch_chunk
     if chunk and b > chunk:
       num_chunks = -(-b // chunk)
       pad = num_chunks * chunk - b
