@@ -32,7 +32,7 @@ def model_overrides(**values: Any) -> ml_collections.ConfigDict:
       "mlp_dim": ph(int), "positional": ph(str), "norm": ph(str), "mlp": ph(str),
       "qk_norm": ph(bool), "dropout": ph(float), "use_bias": ph(bool),
       "norm_eps": ph(float), "rope_base": ph(float), "init_std": ph(float),
-      "batch_chunk": ph(int),
+      "batch_chunk": ph(int), "max_positions": ph(int),
   })
   for k, v in values.items():
     setattr(o, k, v)
@@ -120,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.after_train = True
   c.eval.seed = 0
+  c.eval.sweep_steps = (5, 10, 25, 50)  # accuracy-vs-steps sweep on the first split; () = off
+  c.eval.sweep_puzzles = 1_000  # puzzles of that sweep (at most the split's size)
+  c.eval.error_puzzles = 1_000  # L&O-NAE-SAT puzzles for the per-position errors
   return c
 
 

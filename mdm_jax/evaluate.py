@@ -721,9 +721,11 @@ def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict
   data_dir = os.path.expanduser(str(_cfg_get(config, "data.dir", None) or
                                     _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
   shard_size = _cfg_get(saved, "data.shard_size", None)
+  workers = int(_cfg_get(config, "data.gen_workers", 0) or 0) or min(os.cpu_count() or 1, 8)
   path = store.ensure_dataset(task, split, num, int(_cfg_get(saved, "data.seed", 0)),
                               data_dir, shard_size=None if shard_size is None else int(
-                                  shard_size), progress=jax.process_index() == 0)
+                                  shard_size), progress=jax.process_index() == 0,
+                              workers=workers)
   return store.load_examples(path)
 
 
