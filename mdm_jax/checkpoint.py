@@ -23,6 +23,7 @@ async writes are finished.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -458,9 +459,21 @@ def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), meta)
-    restored = manager.restore(step, args=ocp.args.Composite(**{
-        item: ocp.args.StandardRestore(target), "config": ocp.args.JsonRestore()}))
+    with _quiet_absl():  # orbax warns once per item it was not asked to restore
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+          item: ocp.args.StandardRestore(target), "config": ocp.args.JsonRestore()}))
   return restored[item], config_from_json(restored["config"])
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """absl warnings off for the block (its errors still show)."""
+  before = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(before)
 
 
 class PreemptionWatcher:
