@@ -31,11 +31,11 @@ def get_config(arg: str | None = None):
     common.tiny_model(c)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 20_000, 256, 200, 200
     c.data.augment = True
-    c.train.steps, c.train.batch_size = 2_000, 64
+    c.train.steps, c.train.batch_size = 5_000, 64
     c.train.grad_accum = 4  # micro-batches of 16 puzzles stay in cache on CPU
     c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 2e-3, 100, 0.1
     c.train.ema_decay = 0.99
-    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 500, 500
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 1_000, 1_000
     c.train.val_batches, c.train.val_puzzles = 2, 64
     c.eval.num_puzzles, c.eval.batch_size = 200, 200
   elif preset == "cpu":
