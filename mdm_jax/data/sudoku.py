@@ -238,13 +238,12 @@ def generate_examples(box_rows: int, box_cols: int, split: str, num: int, seed: 
                       workers: int | None = None, block: int | None = None,
                       max_blocks: int | None = None) -> Examples:
   """`num` examples of `split`: blocks of `block` candidate grids (default
-  `block_size`, or `num` if smaller for the easy splits) generate in order until
-  `num` are made, so the result depends on (shape, split, num, seed, block) only,
-  not on `workers`."""
+  `block_size`) generate in order until `num` are made, so the result depends on
+  (shape, split, num, seed, block) only, not on `workers`, and a smaller `num` gives
+  a prefix of a larger one. Stored datasets waste least with shards of a whole
+  number of blocks (4,096 for 9x9)."""
   g = ss.geometry(box_rows, box_cols)
   size = block or block_size(g)
-  if block is None and split != "hard":
-    size = min(size, max(num, 1))  # a 1,000-example shard makes 1,000 grids, not 4,096
   if workers is None:  # one process per block, up to the number of CPUs
     workers = max(1, min(os.cpu_count() or 1, -(-num // size)))
   if max_blocks is None:
