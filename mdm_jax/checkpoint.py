@@ -351,12 +351,9 @@ def export_params(workdir: str, out_dir: str, *, step: int | None = None,
   """
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
-  if step is None:
-    step = saved_step(workdir)
-  raw, config = load_for_inference(workdir, step=step, ema=False)
-  ema, _ = load_for_inference(workdir, step=step, ema=True)
-  arrays = {**_flatten(jax.device_get(raw), "params"),
-            **_flatten(jax.device_get(ema), "ema_params")}
+  trees, config, step = _load_trees(workdir, step, _TREES)
+  arrays = {**_flatten(jax.device_get(trees["params"]), "params"),
+            **_flatten(jax.device_get(trees["ema_params"]), "ema_params")}
   stored, files = _export_layout(arrays, dtype, max_file_bytes)
   arrays = _to_stored(arrays, stored)
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
@@ -413,10 +410,8 @@ def load_init(path: str) -> tuple[Any, Any, int]:
   if is_export(path):
     params, ema, step, _ = _load_export(path)
     return params, ema, step
-  step = saved_step(path)
-  raw, _ = load_for_inference(path, step=step, ema=False)
-  ema, _ = load_for_inference(path, step=step, ema=True)
-  return jax.device_get(raw), jax.device_get(ema), step
+  trees, _, step = _load_trees(path, None, _TREES)
+  return jax.device_get(trees["params"]), jax.device_get(trees["ema_params"]), step
 
 
 def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
@@ -427,22 +422,31 @@ def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
   directory, or an `export_params` directory. `step=None` takes the latest step.
   Parameters come back replicated on the local devices, whatever mesh wrote them.
   """
-  if is_export(workdir_or_ckpt_dir):
-    params, ema_params, export_step, config = _load_export(workdir_or_ckpt_dir)
+  item = "ema_params" if ema else "params"
+  trees, config, _ = _load_trees(workdir_or_ckpt_dir, step, (item,))
+  return trees[item], config
+
+
+def _load_trees(path: str, step: int | None, items: Sequence[str]
+                ) -> tuple[dict[str, Any], ml_collections.ConfigDict, int]:
+  """({item: tree}, config, step) for items of ('params', 'ema_params'), in one read,
+  replicated on the local devices."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if is_export(path):
+    params, ema_params, export_step, config = _load_export(path)
     if step is not None and step != export_step:
-      raise ValueError(f"{workdir_or_ckpt_dir} holds step {export_step}, not {step}")
-    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.device_put(ema_params if ema else params, replicated), config
-  directory = _find_checkpoint_dir(workdir_or_ckpt_dir)
+      raise ValueError(f"{path} holds step {export_step}, not {step}")
+    trees = {"params": params, "ema_params": ema_params}
+    return {i: jax.device_put(trees[i], replicated) for i in items}, config, export_step
+  directory = _find_checkpoint_dir(path)
   if os.path.isdir(os.path.join(directory, "params")):  # one step dir
     base, name = os.path.split(directory.rstrip("/"))
     if step is None:
       step = int(name)
     directory = base
-  item = "ema_params" if ema else "params"
-  handlers = {item: ocp.StandardCheckpointHandler(),
-              "config": ocp.JsonCheckpointHandler()}
+  handlers = {i: ocp.StandardCheckpointHandler() for i in items}
+  handlers["config"] = ocp.JsonCheckpointHandler()
   with ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_handlers=handlers) as manager:
@@ -454,15 +458,15 @@ def load_for_inference(workdir_or_ckpt_dir: str, *, step: int | None = None,
     if step not in steps:
       raise ValueError(f"no checkpoint for step {step} in {directory}; "
                        f"available: {sorted(steps)}")
-    meta = manager.item_metadata(step)[item]
-    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("local",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), meta)
+    meta = manager.item_metadata(step)
+    args = {i: ocp.args.StandardRestore(jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=replicated),
+        meta[i])) for i in items}
     with _quiet_absl():  # orbax warns once per item it was not asked to restore
-      restored = manager.restore(step, args=ocp.args.Composite(**{
-          item: ocp.args.StandardRestore(target), "config": ocp.args.JsonRestore()}))
-  return restored[item], config_from_json(restored["config"])
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **args, config=ocp.args.JsonRestore()))
+  return ({i: restored[i] for i in items}, config_from_json(restored["config"]),
+          int(step))
 
 
 @contextlib.contextmanager

@@ -175,21 +175,12 @@ def hash_dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
   if rate <= 0.0:
     return x
   seed = jax.random.bits(key, (2,), jnp.uint32)
-  bits = _mix32(_mix32(_flat_index(x.shape) ^ seed[0]) + seed[1])
+  index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)  # row-major flat index
+  bits = _mix32(_mix32(index ^ seed[0]) + seed[1])
   threshold = jnp.uint32(min(int(round(rate * 2.0**32)), 2**32 - 1))
   keep = bits >= threshold
   scale = jnp.asarray(1.0 / (1.0 - rate), x.dtype)  # a multiply: cheaper than a divide
   return jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
-
-
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-  """uint32 row-major flat index of each element of an array of `shape`."""
-  index = jnp.zeros(shape, jnp.uint32)
-  stride = 1
-  for axis in range(len(shape) - 1, -1, -1):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
-    stride *= shape[axis]
-  return index
 
 
 class _Dropout(nn.Module):
