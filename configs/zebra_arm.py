@@ -39,12 +39,7 @@ def get_config(arg: str | None = None):
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000
       c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
     else:
-      c.model.dtype = "bfloat16"
-      c.data.num_train, c.data.num_val, c.data.num_test = 500_000, 2_048, 10_000
-      c.data.worker_count = 4
-      c.train.steps = 100_000
-      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 200, 10_000, 5_000
-      c.eval.num_puzzles, c.eval.batch_size = 10_000, 500
+      common.gpu_run(c, steps=100_000, eval_batch_size=500)
   extra = {o: (lambda c, o=o: setattr(c.data, "ordering", o)) for o in ORDERINGS}
   common.apply_options(c, options, extra)
   return c

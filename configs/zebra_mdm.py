@@ -22,30 +22,16 @@ def get_config(arg: str | None = None):
     c.task.params = {"min_houses": 3, "max_houses": 4, "min_attrs": 3, "max_attrs": 4}
     common.tiny_model(c)
     c.data.num_train, c.data.num_val, c.data.num_test = 20_000, 256, 200
-    c.train.steps, c.train.batch_size = 1_500, 64
-    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 2e-3, 100, 0.1
-    c.train.ema_decay = 0.99
-    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
-    c.train.val_batches, c.train.val_puzzles = 2, 64
+    common.demo_training(c)
     c.eval.num_puzzles, c.eval.batch_size = 200, 200
   else:
-    c.model.preset = "llama-19m"
-    c.train.batch_size = 128
-    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 2_000, 0.0
-    c.train.weight_decay = 0.01  # not stated in the paper
-    c.train.ema_decay = 0.9999
-    c.train.val_batches, c.train.val_puzzles = 8, 512
+    common.llama_mdm(c)
     if preset == "paper":
       c.data.num_train, c.data.num_val, c.data.num_test = 1_500_000, 2_048, 100_000
       c.train.steps = 300 * 1_500_000 // 128  # 300 epochs
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000
       c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
     else:
-      c.model.dtype = "bfloat16"
-      c.data.num_train, c.data.num_val, c.data.num_test = 500_000, 2_048, 10_000
-      c.data.worker_count = 4
-      c.train.steps = 100_000
-      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 200, 10_000, 5_000
-      c.eval.num_puzzles, c.eval.batch_size = 10_000, 1_000
+      common.gpu_run(c, steps=100_000)
   common.apply_options(c, options)
   return c

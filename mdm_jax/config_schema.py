@@ -162,3 +162,33 @@ def tiny_model(c: ml_collections.ConfigDict, **overrides: Any) -> None:
   c.model.overrides.dropout = 0.0
   c.model.overrides.batch_chunk = 16
   c.model.overrides.update(overrides)
+
+
+def demo_training(c: ml_collections.ConfigDict, *, steps: int = 1_500) -> None:
+  """The short CPU schedule of the tiny `demo` presets (batch 64, lr 2e-3)."""
+  c.train.steps, c.train.batch_size = steps, 64
+  c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 2e-3, 100, 0.1
+  c.train.ema_decay = 0.99
+  c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
+  c.train.val_batches, c.train.val_puzzles = 2, 64
+
+
+def llama_mdm(c: ml_collections.ConfigDict) -> None:
+  """The 19M LLaMA-style MDM and its optimizer (PAPER.md 4: lr 1e-3, batch 128)."""
+  c.model.preset = "llama-19m"
+  c.train.batch_size = 128
+  c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 2_000, 0.0
+  c.train.weight_decay = 0.01  # not stated in the paper
+  c.train.ema_decay = 0.9999
+  c.train.val_batches, c.train.val_puzzles = 8, 512
+
+
+def gpu_run(c: ml_collections.ConfigDict, *, steps: int, eval_batch_size: int = 1_000
+            ) -> None:
+  """A `gpu` preset: shorter than the paper's run, bfloat16, 500k training examples."""
+  c.model.dtype = "bfloat16"
+  c.data.num_train, c.data.num_val, c.data.num_test = 500_000, 2_048, 10_000
+  c.data.worker_count = 4
+  c.train.steps = steps
+  c.train.log_every, c.train.eval_every, c.train.ckpt_every = 200, 10_000, 5_000
+  c.eval.num_puzzles, c.eval.batch_size = 10_000, eval_batch_size
