@@ -285,3 +285,36 @@ def test_hash_dropout_keeps_one_minus_rate_scaled_and_uncorrelated():
   agree = np.mean((other != 0) == keep)  # independent masks agree w.p. 0.82
   assert abs(agree - (rate**2 + (1 - rate)**2)) < 0.01
   assert tfm.hash_dropout(x, 0.0, jax.random.PRNGKey(0)) is x
+
+
+@pytest.mark.parametrize("shape_in, rows, cols, dtype", [
+    ((3, 5, 8), 8, 24, "float32"),    # kernel wider than tall: x^T dy directly
+    ((3, 5, 24), 24, 8, "float32"),   # taller than wide: (dy^T x)^T
+    ((7, 16), 16, 16, "bfloat16"),
+])
+def test_dense_matmul_vjp_matches_autodiff(shape_in, rows, cols, dtype):
+  kx, kw, kd = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, shape_in).astype(dtype)
+  w = jax.random.normal(kw, (rows, cols)).astype(dtype)
+  dy = jax.random.normal(kd, shape_in[:-1] + (cols,)).astype(dtype)
+  y, vjp = jax.vjp(tfm.dense_matmul, x, w)
+  y_ref, vjp_ref = jax.vjp(jnp.dot, x, w)
+  tol = dict(rtol=2e-2, atol=2e-1) if dtype == "bfloat16" else dict(rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.float32(y), np.float32(y_ref), **tol)
+  for got, want in zip(jax.jit(vjp)(dy), vjp_ref(dy)):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(np.float32(got), np.float32(want), **tol)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+def test_model_gradients_match_plain_autodiff(style, monkeypatch):
+  config = _tiny(**(LLAMA_STYLE if style == "llama" else {}))
+  model, params, tokens = _init(config)
+  if style == "llama":
+    params = model.init(jax.random.key(0), tokens)
+  loss = lambda p: jnp.sum(jnp.sin(model.apply(p, tokens)))
+  grads = jax.jit(jax.grad(loss))(params)
+  monkeypatch.setattr(tfm, "dense_matmul", jnp.dot)
+  grads_ref = jax.jit(jax.grad(loss))(params)
+  for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

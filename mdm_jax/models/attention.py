@@ -47,7 +47,9 @@ def split_heads(qkv_BxLx3D: jax.Array, num_heads: int
   head_dim = three_d // (3 * num_heads)
   qkv_3xBxHxLxK = qkv_BxLx3D.reshape(b, length, 3, num_heads, head_dim).transpose(
       2, 0, 3, 1, 4)
-  return qkv_3xBxHxLxK[0], qkv_3xBxHxLxK[1], qkv_3xBxHxLxK[2]
+  # split (not indexing): its transpose is one concatenate instead of three pads + adds
+  q, k, v = jnp.split(qkv_3xBxHxLxK, 3, axis=0)
+  return q[0], k[0], v[0]
 
 
 def merge_heads(x_BxHxLxK: jax.Array) -> jax.Array:

@@ -194,6 +194,42 @@ class _Dropout(nn.Module):
     return hash_dropout(x, self.rate, self.make_rng("dropout"))
 
 
+@jax.custom_vjp
+def dense_matmul(x_NxI: jax.Array, kernel_IxO: jax.Array) -> jax.Array:
+  """x @ kernel over x's last axis (any leading axes), with a hand-written VJP.
+
+  The VJP is two explicit dot_generals: dx = dy kernel^T, and the kernel gradient
+  x^T dy contracted over every token. For a kernel with more rows than columns
+  (the MLP's down projection, [4d, d]) it is computed as (dy^T x)^T: XLA's CPU GEMM
+  is much slower when the contraction output is tall and narrow, and autodiff's own
+  transposes add layout copies. On the 6M Sudoku train step this is ~10% faster on
+  CPU (benchmarks/train.py); values agree with autodiff (tests/test_transformer.py).
+  """
+  return jnp.dot(x_NxI, kernel_IxO)
+
+
+def _dense_matmul_fwd(x_NxI: jax.Array, kernel_IxO: jax.Array):
+  return jnp.dot(x_NxI, kernel_IxO), (x_NxI, kernel_IxO)
+
+
+def _dense_matmul_bwd(residuals, dy_NxO: jax.Array):
+  x_NxI, kernel_IxO = residuals
+  rows, cols = kernel_IxO.shape
+  dx_NxI = jax.lax.dot_general(dy_NxO, kernel_IxO, (((dy_NxO.ndim - 1,), (1,)), ((), ())))
+  x_TxI, dy_TxO = x_NxI.reshape(-1, rows), dy_NxO.reshape(-1, cols)  # T = all tokens
+  if rows > cols:
+    # The barrier keeps XLA from folding the transpose back into the dot.
+    dkernel_OxI = jax.lax.optimization_barrier(
+        jax.lax.dot_general(dy_TxO, x_TxI, (((0,), (0,)), ((), ()))))
+    dkernel_IxO = dkernel_OxI.T
+  else:
+    dkernel_IxO = jax.lax.dot_general(x_TxI, dy_TxO, (((0,), (0,)), ((), ())))
+  return dx_NxI.astype(x_NxI.dtype), dkernel_IxO.astype(kernel_IxO.dtype)
+
+
+dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
+
+
 def _kernel_init(std: float) -> nn.initializers.Initializer:
   return nn.initializers.normal(stddev=std)
 
@@ -235,7 +271,7 @@ class _Dense(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", _kernel_init(self.std),
                         (x.shape[-1], self.features), self.param_dtype)
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = dense_matmul(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,),
                         self.param_dtype)
