@@ -3,7 +3,7 @@ r"""Sudoku masked diffusion model (PAPER.md sections 4 and 6, Table 2).
 Presets (`--config=configs/sudoku_mdm.py:<preset>[,bf16]`):
   demo   6x6 Sudoku (2x3 boxes), tiny model, a few minutes on a laptop CPU: the
          whole pipeline, and margin decoding already ahead of vanilla.
-  cpu    6x6 Sudoku (2x3 boxes), a 0.34M model, about 40 minutes on 2 CPU cores:
+  cpu    6x6 Sudoku (2x3 boxes), a 0.34M model, about 33 minutes on 2 CPU cores:
          adaptive orders far above vanilla on held-out puzzles (REPRODUCTION.md).
   cpu9   9x9 Sudoku, a 0.81M model, 45 minutes of training on 2 CPU cores: too
          little to solve 9x9 puzzles yet (REPRODUCTION.md); a start for longer runs.
@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
     c.train.val_batches, c.train.val_puzzles = 2, 64
     c.eval.num_puzzles, c.eval.batch_size = 200, 200
   elif preset == "cpu":
-    # 6x6 Sudoku (2x3 boxes), a 0.34M-parameter model, about 40 minutes on 2 CPU cores.
+    # 6x6 Sudoku (2x3 boxes), a 0.34M-parameter model, about 33 minutes on 2 CPU cores.
     c.task.params = {"box_rows": 2, "box_cols": 3}
     common.tiny_model(c, num_layers=3, d_model=96, mlp_dim=384)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 50_000, 512, 500, 200

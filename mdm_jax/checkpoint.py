@@ -382,7 +382,7 @@ def saved_step(path: str) -> int:
   directory = _find_checkpoint_dir(path)
   if os.path.isdir(os.path.join(directory, "params")):  # one step dir
     return int(os.path.basename(directory.rstrip("/")))
-  with ocp.CheckpointManager(
+  with _quiet_absl(), ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
   ) as manager:
     step = manager.latest_step()
@@ -447,7 +447,8 @@ def _load_trees(path: str, step: int | None, items: Sequence[str]
     directory = base
   handlers = {i: ocp.StandardCheckpointHandler() for i in items}
   handlers["config"] = ocp.JsonCheckpointHandler()
-  with ocp.CheckpointManager(
+  # orbax warns about read-only managers and once per item it was not asked to restore
+  with _quiet_absl(), ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
       item_handlers=handlers) as manager:
     steps = manager.all_steps()
@@ -462,9 +463,8 @@ def _load_trees(path: str, step: int | None, items: Sequence[str]
     args = {i: ocp.args.StandardRestore(jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=replicated),
         meta[i])) for i in items}
-    with _quiet_absl():  # orbax warns once per item it was not asked to restore
-      restored = manager.restore(step, args=ocp.args.Composite(
-          **args, config=ocp.args.JsonRestore()))
+    restored = manager.restore(step, args=ocp.args.Composite(
+        **args, config=ocp.args.JsonRestore()))
   return ({i: restored[i] for i in items}, config_from_json(restored["config"]),
           int(step))
 

@@ -202,8 +202,8 @@ def dense_matmul(x_NxI: jax.Array, kernel_IxO: jax.Array) -> jax.Array:
   x^T dy contracted over every token. For a kernel with more rows than columns
   (the MLP's down projection, [4d, d]) it is computed as (dy^T x)^T: XLA's CPU GEMM
   is much slower when the contraction output is tall and narrow, and autodiff's own
-  transposes add layout copies. On the 6M Sudoku train step this is ~10% faster on
-  CPU (benchmarks/train.py); values agree with autodiff (tests/test_transformer.py).
+  transposes add layout copies. With this, benchmarks/train.py (6M Sudoku MDM, CPU)
+  went from MFU 0.72 to 0.79. Values agree with autodiff (tests/test_transformer.py).
   """
   return jnp.dot(x_NxI, kernel_IxO)
 
