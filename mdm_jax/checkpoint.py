@@ -33,6 +33,7 @@ import threading
 from typing import Any, Sequence
 
 from absl import logging
+from flax import traverse_util
 import grain
 import jax
 import ml_collections
@@ -243,30 +244,6 @@ _TREES = ("params", "ema_params")
 _NPZ_ENTRY_BYTES = 512  # npy header + zip headers per array (a generous bound)
 
 
-def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, np.ndarray]:
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}/{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, name))
-    else:
-      out[name] = np.asarray(value)
-  return out
-
-
-def _unflatten(flat: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for name, value in flat.items():
-    parts = name.split("/")
-    if parts[0] != prefix:
-      continue
-    node = tree
-    for part in parts[1:-1]:
-      node = node.setdefault(part, {})
-    node[parts[-1]] = value
-  return tree
-
-
 def is_export(path: str) -> bool:
   return os.path.isfile(os.path.join(os.path.expanduser(path), EXPORT_META))
 
@@ -352,8 +329,8 @@ def export_params(workdir: str, out_dir: str, *, step: int | None = None,
   if dtype not in EXPORT_DTYPES:
     raise ValueError(f"dtype={dtype!r}; choose one of {', '.join(EXPORT_DTYPES)}")
   trees, config, step = _load_trees(workdir, step, _TREES)
-  arrays = {**_flatten(jax.device_get(trees["params"]), "params"),
-            **_flatten(jax.device_get(trees["ema_params"]), "ema_params")}
+  arrays = {name: np.asarray(a) for name, a in traverse_util.flatten_dict(
+      jax.device_get(trees), sep="/").items()}  # "params/net/.../kernel"
   stored, files = _export_layout(arrays, dtype, max_file_bytes)
   arrays = _to_stored(arrays, stored)
   out_dir = os.path.abspath(os.path.expanduser(out_dir))
@@ -400,8 +377,9 @@ def _load_export(path: str) -> tuple[Any, Any, int, ml_collections.ConfigDict]:
   for name in sorted(set(files.values())):
     with np.load(os.path.join(path, name)) as data:
       flat.update({k: data[k] for k in data.files})
-  flat = _from_stored(flat, meta.get("dtype", "float32"))
-  return (_unflatten(flat, "params"), _unflatten(flat, "ema_params"), int(meta["step"]),
+  trees = traverse_util.unflatten_dict(_from_stored(flat, meta.get("dtype", "float32")),
+                                       sep="/")
+  return (trees.get("params", {}), trees.get("ema_params", {}), int(meta["step"]),
           config_from_json(meta["config"]))
 
 
@@ -544,7 +522,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   p_export.add_argument("--max-file-mib", type=float, default=None,
                         help="largest file size in MiB (default: no limit)")
   args = parser.parse_args(argv)
-  logging.set_verbosity(logging.ERROR)  # orbax's notes on the items not restored
   limit = None if args.max_file_mib is None else int(args.max_file_mib * 2**20)
   try:
     out = export_params(args.workdir, args.out_dir, step=args.step, dtype=args.dtype,

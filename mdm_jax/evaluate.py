@@ -667,17 +667,10 @@ def _cfg_get(config: ml_collections.ConfigDict | None, path: str, default: Any) 
 def _checkpoint_step(path: str) -> int | None:
   """The step `load_for_inference` restores by default (the latest), if visible."""
   from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(os.path.expanduser(path))
-  if ckpt_lib.is_export(path):
-    return ckpt_lib.saved_step(path)
-  if os.path.isdir(os.path.join(path, "params")) and os.path.basename(path).isdigit():
-    return int(os.path.basename(path))
-  directory = os.path.join(path, "checkpoints")
-  if not os.path.isdir(directory):
-    directory = path
-  steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
-      directory) else []
-  return max(steps) if steps else None
+  try:
+    return ckpt_lib.saved_step(os.path.abspath(os.path.expanduser(path)))
+  except (ValueError, OSError):
+    return None
 
 
 def load_model(path: str, *, step: int | None = None
@@ -721,7 +714,7 @@ def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict
   data_dir = os.path.expanduser(str(_cfg_get(config, "data.dir", None) or
                                     _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
   shard_size = _cfg_get(saved, "data.shard_size", None)
-  workers = int(_cfg_get(config, "data.gen_workers", 0) or 0) or min(os.cpu_count() or 1, 8)
+  workers = store.default_workers(_cfg_get(config, "data.gen_workers", 0) or 0)
   path = store.ensure_dataset(task, split, num, int(_cfg_get(saved, "data.seed", 0)),
                               data_dir, shard_size=None if shard_size is None else int(
                                   shard_size), progress=jax.process_index() == 0,

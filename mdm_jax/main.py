@@ -115,7 +115,6 @@ def prepare_data(config: ml_collections.ConfigDict,
   sizes = {"train": ("train", int(c.data.num_train), seed),
            "val": ("test", int(c.data.num_val), seed + 1)}
   data_dir = os.path.expanduser(c.data.dir)
-  workers = int(c.data.gen_workers) or min(os.cpu_count() or 1, 8)
   out = {}
   for name in names:
     if name in sizes:
@@ -124,11 +123,10 @@ def prepare_data(config: ml_collections.ConfigDict,
       task.validate_split(name)
       field = {"hard": "num_hard"}.get(name, "num_test")
       split, num, split_seed = name, int(c.data[field]), seed
-    existing = store.read_manifest(store.dataset_dir(task, split, num, split_seed, data_dir))
     out[name] = store.ensure_dataset(
-        task, split, num, split_seed, data_dir,
-        shard_size=None if existing else int(c.data.shard_size), progress=True,
-        workers=workers)
+        task, split, num, split_seed, data_dir, shard_size=int(c.data.shard_size),
+        keep_stored_shard_size=True, progress=True,
+        workers=store.default_workers(c.data.gen_workers))
     print(f"{name}: {out[name]}", flush=True)
   return out
 

@@ -398,13 +398,10 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
 def _ensure(run: Run, split: str, num: int, seed: int) -> str:
   """ensure_dataset with config.data; an existing dataset keeps its own shard size."""
   c = run.config
-  data_dir = os.path.expanduser(c.data.dir)
-  existing = store.read_manifest(store.dataset_dir(run.task, split, num, seed, data_dir))
   return store.ensure_dataset(
-      run.task, split, num, seed, data_dir,
-      shard_size=None if existing else int(c.data.shard_size),
-      progress=jax.process_index() == 0,
-      workers=int(c.data.gen_workers) or min(os.cpu_count() or 1, 8))
+      run.task, split, num, seed, os.path.expanduser(c.data.dir),
+      shard_size=int(c.data.shard_size), keep_stored_shard_size=True,
+      progress=jax.process_index() == 0, workers=store.default_workers(c.data.gen_workers))
 
 
 def _datasets(run: Run) -> tuple[str, str]:

@@ -262,9 +262,14 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
   return int(value)
 
 
+def default_workers(gen_workers: int) -> int:
+  """config.data.gen_workers as a process count: 0 means one per CPU core, at most 8."""
+  return int(gen_workers) or min(os.cpu_count() or 1, 8)
+
+
 def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: str, *,
-                   shard_size: int | None = None, progress: bool = True,
-                   workers: int = 1, verify: bool = False,
+                   shard_size: int | None = None, keep_stored_shard_size: bool = False,
+                   progress: bool = True, workers: int = 1, verify: bool = False,
                    overwrite: bool = False) -> str:
   """Makes sure `num` examples of `split` are stored; returns the dataset dir.
 
@@ -280,6 +285,9 @@ def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: s
     data_dir: root directory; the dataset goes to `dataset_dir(...)`.
     shard_size: examples per shard; None means the stored one for an existing
       dataset, else DEFAULT_SHARD_SIZE. Part of the dataset's identity.
+    keep_stored_shard_size: `shard_size` is only for a dataset not stored yet; an
+      existing one keeps its own (what configs want: a changed default does not
+      invalidate datasets already made).
     progress: show a tqdm progress bar (stderr).
     workers: processes generating shards in parallel (spawned; 1 = in-process).
     verify: check the sha256 of every stored file.
@@ -297,6 +305,8 @@ def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: s
   if shard_size is not None:
     shard_size = _check_int("shard_size", shard_size, 1)
   path = dataset_dir(task, split, num, seed, data_dir)
+  if keep_stored_shard_size and read_manifest(path):
+    shard_size = None
 
   def identity(manifest):
     size = shard_size
