@@ -2,6 +2,8 @@
 # Downloads the wheels that launch/gpu_sudoku.sh installs on a GPU machine without
 # network access. Run it here, on a machine with network, before the GPU run.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
@@ -46,13 +48,11 @@ while [[ $# -gt 0 ]]; do
     --python) python="$2"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
-    *) echo "fetch_wheels.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
 done
-[[ "$pyver" =~ ^3\.[0-9]+$ ]] || { echo "fetch_wheels.sh: --python-version must look like 3.12, got '$pyver'" >&2; exit 2; }
+[[ "$pyver" =~ ^3\.[0-9]+$ ]] || die "--python-version must look like 3.12, got '$pyver'"
 
-# shellcheck source=launch/lib.sh
-source "$(dirname "$0")/lib.sh"
 platforms=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 \
          manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do

@@ -3,6 +3,8 @@
 # the carried wheels, trains the 6M MDM for at most --minutes, exports its
 # parameters, evaluates every strategy and leaves a small folder of results.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
@@ -67,7 +69,6 @@ JAX_PLATFORMS=cpu is set (tests, CPU trials with a small --config).
 USAGE
 }
 
-die() { echo "gpu_sudoku.sh: $*" >&2; exit 2; }
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 is_num() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 
@@ -122,8 +123,6 @@ done
 [[ "$strategies" =~ ^[a-z_]+(,[a-z_]+)*$ ]] || die "--strategies must be a comma-separated list, got '$strategies'"
 [[ -n "$data" && -n "$python" && -n "$config" ]] || die "--data, --python and --config must not be empty"
 
-# shellcheck source=launch/lib.sh
-source "$(dirname "$0")/lib.sh"
 
 # Paths given relative to the caller's directory (the steps run in the repo root).
 abspath() { if [[ "$1" == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Helpers shared by the launch scripts (sourced, not run).
 
+# Prints "<script>: message" to stderr and exits 2 (bad usage).
+die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+
 # Prints a command as one copy-pasteable shell line.
 show() {
   local out="" a

@@ -2,6 +2,8 @@
 # Single host: run mdm_jax on this machine's devices, optionally as several JAX
 # processes on 127.0.0.1 (exercises the multi-host code path on one machine).
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
@@ -38,19 +40,17 @@ while [[ $# -gt 0 ]]; do
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "local.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
 done
-[[ -n "$config" ]] || { echo "local.sh: --config is required (see --help)" >&2; exit 2; }
-[[ -n "$workdir" ]] || { echo "local.sh: --workdir is required (see --help)" >&2; exit 2; }
-[[ "$processes" =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: --processes must be a positive integer, got '$processes'" >&2; exit 2; }
+[[ -n "$config" ]] || die "--config is required (see --help)"
+[[ -n "$workdir" ]] || die "--workdir is required (see --help)"
+[[ "$processes" =~ ^[1-9][0-9]*$ ]] || die "--processes must be a positive integer, got '$processes'"
 if [[ -n "$cpu_devices" ]]; then
-  [[ "$cpu_devices" =~ ^[1-9][0-9]*$ ]] || { echo "local.sh: --cpu-devices must be a positive integer, got '$cpu_devices'" >&2; exit 2; }
+  [[ "$cpu_devices" =~ ^[1-9][0-9]*$ ]] || die "--cpu-devices must be a positive integer, got '$cpu_devices'"
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$cpu_devices"
 fi
 
-# shellcheck source=launch/lib.sh
-source "$(dirname "$0")/lib.sh"
 base=("$python" -m mdm_jax.main "--config=$config" "--workdir=$workdir" "--mode=$mode")
 
 if [[ "$processes" -eq 1 ]]; then

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Submits launch/gpu_slurm.sbatch with the node/GPU layout and the run's settings.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
@@ -40,18 +42,16 @@ while [[ $# -gt 0 ]]; do
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "slurm.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
 done
-[[ -n "$config" ]] || { echo "slurm.sh: --config is required (see --help)" >&2; exit 2; }
-[[ -n "$workdir" ]] || { echo "slurm.sh: --workdir is required (see --help)" >&2; exit 2; }
+[[ -n "$config" ]] || die "--config is required (see --help)"
+[[ -n "$workdir" ]] || die "--workdir is required (see --help)"
 for v in nodes gpus; do
-  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "slurm.sh: --$v must be a positive integer, got '${!v}'" >&2; exit 2; }
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--$v must be a positive integer, got '${!v}'"
 done
 
 here="$(cd "$(dirname "$0")" && pwd)"
-# shellcheck source=launch/lib.sh
-source "$here/lib.sh"
 repo="$(cd "$here/.." && pwd)"
 if [[ $per_gpu -eq 1 ]]; then
   layout=("--ntasks-per-node=$gpus" "--gpus-per-task=1")

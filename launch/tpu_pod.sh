@@ -3,6 +3,8 @@
 # install with the TPU JAX extra, and run the same mdm_jax command on all workers.
 # jax.distributed.initialize() detects the pod by itself on every worker.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<'USAGE'
@@ -50,16 +52,14 @@ while [[ $# -gt 0 ]]; do
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "tpu_pod.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    *) die "unknown option '$1' (see --help)" ;;
   esac
 done
 for req in name zone config workdir; do
-  [[ -n "${!req}" ]] || { echo "tpu_pod.sh: --$req is required (see --help)" >&2; exit 2; }
+  [[ -n "${!req}" ]] || die "--$req is required (see --help)"
 done
-[[ "$workdir" == gs://* ]] || { echo "tpu_pod.sh: --workdir must be a gs:// path that every worker can reach, got '$workdir'" >&2; exit 2; }
+[[ "$workdir" == gs://* ]] || die "--workdir must be a gs:// path that every worker can reach, got '$workdir'"
 
-# shellcheck source=launch/lib.sh
-source "$(dirname "$0")/lib.sh"
 run() {
   if [[ $dry_run -eq 1 ]]; then show "$@"; else "$@"; fi
 }
@@ -80,7 +80,7 @@ if [[ $dry_run -eq 1 ]]; then
     echo "# '$name' must exist already (no --accelerator-type given)"
   fi
 elif ! "${tpu[@]}" describe "$name" "${where[@]}" >/dev/null 2>&1; then
-  [[ -n "$accel" ]] || { echo "tpu_pod.sh: TPU '$name' does not exist; pass --accelerator-type to create it" >&2; exit 2; }
+  [[ -n "$accel" ]] || die "TPU '$name' does not exist; pass --accelerator-type to create it"
   create=("${tpu[@]}" create "$name" "${where[@]}" "--accelerator-type=$accel" "--version=$version")
   [[ $spot -eq 1 ]] && create+=(--spot)
   "${create[@]}"
