@@ -110,6 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampler.num_steps = 50
   c.sampler.schedule = "linear"
   c.sampler.gumbel = 0.5
+  c.sampler.gumbel_schedule = "constant"  # 'constant' | 'annealed' (x t = 1 - i/T)
+  c.sampler.score_space = "prob"  # 'prob' | 'log': where the Gumbel noise is added
   c.sampler.temperature = 0.0
   c.sampler.k_mode = "deterministic"
   c.sampler.remask = False

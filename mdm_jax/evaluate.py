@@ -42,8 +42,6 @@ STRATEGY_LABELS = {
     ARM_STRATEGY: "greedy",
 }
 DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
-_SAMPLER_DEFAULTS = dict(num_steps=50, schedule="linear", k_mode="deterministic",
-                         gumbel=0.0, temperature=0.0, remask=False)
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -274,6 +272,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         gumbel: float = 0.0,
                         temperature: float = 0.0,
                         remask: bool = False,
+                        gumbel_schedule: str = "constant",
+                        score_space: str = "prob",
                         arm_ordering: str | None = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -289,8 +289,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     strategies: MDM strategies ('vanilla', 'random', 'top_prob', 'margin',
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
-    num_steps, schedule, k_mode, gumbel, temperature, remask: `sampling.sample`
-      options ('vanilla' ignores remask).
+    num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
+      score_space: `sampling.sample` options ('vanilla' ignores remask).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
@@ -315,7 +315,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   batch_size = _check_int("batch_size", batch_size, 1)
   _check_key(key)
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
-                 temperature=temperature, remask=remask)
+                 temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
+                 score_space=score_space)
 
   encoded = task.mdm_encode(examples)
   tokens_NxL = np.asarray(encoded["tokens"], np.int32)
@@ -516,7 +517,8 @@ def results_markdown(result: Mapping[str, Any]) -> str:
   s = result.get("sampler")
   if s and result["objective"] == "mdm":
     parts += [f"Sampler: {s['num_steps']} steps, schedule {s['schedule']}, "
-              f"K {s['k_mode']}, Gumbel {s['gumbel']}, temperature {s['temperature']}, "
+              f"K {s['k_mode']}, Gumbel {s['gumbel']} ({s.get('gumbel_schedule', 'constant')}, "
+              f"{s.get('score_space', 'prob')} scores), temperature {s['temperature']}, "
               f"remask {s['remask']}. Accuracy = puzzles solved completely.", ""]
   for split in result["splits"]:
     parts += [f"## {_split_title(result, split)}", "",
@@ -802,13 +804,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   n_want = num_puzzles if num_puzzles is not None else _cfg_get(cfg, "eval.num_puzzles",
                                                                   1000)
   n_want = _check_int("num_puzzles", n_want, 1)
-  sampler_options = dict(
-      num_steps=int(_cfg_get(cfg, "sampler.num_steps", 50)),
-      schedule=str(_cfg_get(cfg, "sampler.schedule", "linear")),
-      k_mode=str(_cfg_get(cfg, "sampler.k_mode", "deterministic")),
-      gumbel=float(_cfg_get(cfg, "sampler.gumbel", 0.0)),
-      temperature=float(_cfg_get(cfg, "sampler.temperature", 0.0)),
-      remask=bool(_cfg_get(cfg, "sampler.remask", False)))
+  sampler_options = sampling.config_options(_cfg_get(cfg, "sampler", None))
   if objective == "mdm":
     _check_sampler_options(strategies, int(task.mdm_layout().mask_id), sampler_options)
     result["sampler"] = sampler_options

@@ -15,6 +15,13 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
      clipped to [1, m] for m masked positions ('deterministic'), or Binomial(m, p_i)
      ('binomial'). The last step fixes every remaining position (p_{T-1} = 1).
    Scores use the model's own distribution softmax(logits) whatever the temperature.
+   `score_space='log'` ranks the log of the score instead (log max prob, log margin;
+   the entropy score, already in nats, is unchanged): the same order without noise,
+   but Gumbel noise then perturbs the score multiplicatively, as in Ye et al.'s
+   puzzle decoding, which ranks log-probabilities. `gumbel_schedule='annealed'`
+   scales the noise by t_i = 1 - i/T, from `gumbel` at the first step down to
+   gumbel/T at the last (Ye et al.'s "stochastic0.5": 0.5 * t/T); 'constant' adds
+   `gumbel` x Gumbel at every step (the paper's literal description).
    With `remask=True` (Ye et al. 2024) every position masked at the start is
    re-predicted at each step and only the best-scoring ones stay fixed, so that the
    number of fixed positions follows the same K schedule.
@@ -37,6 +44,8 @@ from mdm_jax import schedules
 
 STRATEGIES = ("vanilla", "random", "top_prob", "margin", "entropy")
 K_MODES = ("deterministic", "binomial")
+GUMBEL_SCHEDULES = ("constant", "annealed")
+SCORE_SPACES = ("prob", "log")
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -69,7 +78,8 @@ class _State:
 
 def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any,
                    k_mode: Any, gumbel: Any, temperature: Any,
-                   remask: Any) -> schedules.Schedule:
+                   remask: Any, gumbel_schedule: Any = "constant",
+                   score_space: Any = "prob") -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -83,6 +93,11 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
     raise ValueError(f"num_steps must be >= 1, got {num_steps}")
   if k_mode not in K_MODES:
     raise ValueError(f"unknown k_mode {k_mode!r}; valid: {', '.join(K_MODES)}")
+  if gumbel_schedule not in GUMBEL_SCHEDULES:
+    raise ValueError(f"unknown gumbel_schedule {gumbel_schedule!r}; valid: "
+                     f"{', '.join(GUMBEL_SCHEDULES)}")
+  if score_space not in SCORE_SPACES:
+    raise ValueError(f"unknown score_space {score_space!r}; valid: {', '.join(SCORE_SPACES)}")
   for name, value in (("gumbel", gumbel), ("temperature", temperature)):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
       raise ValueError(f"{name} must be a float >= 0, got {value!r}")
@@ -201,7 +216,7 @@ def _gumbel(u: jax.Array) -> jax.Array:
 
 
 def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
-                       strategy: str, temperature: float
+                       strategy: str, temperature: float, score_space: str = "prob"
                        ) -> tuple[jax.Array | None, jax.Array]:
   """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32.
 
@@ -222,14 +237,20 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
   z_BxLxV = logits_BxLxV - max_BxL[..., None]
   sumexp_BxL = jnp.sum(jnp.exp(z_BxLxV), axis=-1)
   if strategy == "top_prob":
-    score_BxL = 1.0 / sumexp_BxL  # = max_j p(j)
+    if score_space == "log":
+      score_BxL = -jnp.log(sumexp_BxL)  # = log max_j p(j)
+    else:
+      score_BxL = 1.0 / sumexp_BxL  # = max_j p(j)
   elif strategy == "margin":
     # Second largest logit: drop one (the first) argmax, so that ties give margin 0.
     top1_BxL = jnp.argmax(logits_BxLxV, axis=-1)
     iota_V = jnp.arange(logits_BxLxV.shape[-1])
     second_BxL = jnp.max(jnp.where(iota_V == top1_BxL[..., None], -jnp.inf, z_BxLxV),
                          axis=-1)
-    score_BxL = (1.0 - jnp.exp(second_BxL)) / sumexp_BxL  # = p(j1) - p(j2)
+    if score_space == "log":  # log(p(j1) - p(j2)); -inf on exact ties
+      score_BxL = jnp.log1p(-jnp.exp(second_BxL)) - jnp.log(sumexp_BxL)
+    else:
+      score_BxL = (1.0 - jnp.exp(second_BxL)) / sumexp_BxL  # = p(j1) - p(j2)
   elif strategy == "entropy":
     p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
     logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
@@ -276,7 +297,8 @@ def _select_top(score_BxL: jax.Array, candidates_BxL: jax.Array,
 def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  mask_id: int, strategy: str, num_steps: int,
                  schedule: schedules.Schedule, k_mode: str, gumbel: float,
-                 temperature: float, remask: bool) -> SampleOutput:
+                 temperature: float, remask: bool, gumbel_schedule: str = "constant",
+                 score_space: str = "prob") -> SampleOutput:
   """The sampler itself (traceable; arguments already validated)."""
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   shape_BxL = tokens_BxL.shape
@@ -311,13 +333,16 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
       noise = {name: u_BxLxN[..., c] if name == "value" else u_BxLxN[..., c.start]
                for name, c in channels.items()}
     score_BxL, values_BxL = _scores_and_values(logits_BxLxV, noise, strategy=strategy,
-                                               temperature=temperature)
+                                               temperature=temperature,
+                                               score_space=score_space)
 
     if strategy == "vanilla":
       select_BxL = masked_BxL & (noise["count"] < p)
     else:
       if gumbel > 0.0:
-        score_BxL = score_BxL + gumbel * _gumbel(noise["gumbel"])
+        scale = gumbel * (1.0 - step.astype(jnp.float32) / num_steps
+                          if gumbel_schedule == "annealed" else 1.0)
+        score_BxL = score_BxL + scale * _gumbel(noise["gumbel"])
       if k_mode == "deterministic":
         count_B = jnp.round(num_masked_B.astype(jnp.float32) * p).astype(jnp.int32)
         count_B = jnp.minimum(jnp.maximum(count_B, 1), num_masked_B)
@@ -350,7 +375,7 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
-           "gumbel", "temperature", "remask")
+           "gumbel", "temperature", "remask", "gumbel_schedule", "score_space")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -362,7 +387,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            strategy: str = "margin", num_steps: int = 50,
            schedule: str | schedules.Schedule = "linear",
            k_mode: str = "deterministic", gumbel: float = 0.0,
-           temperature: float = 0.0, remask: bool = False) -> SampleOutput:
+           temperature: float = 0.0, remask: bool = False,
+           gumbel_schedule: str = "constant", score_space: str = "prob") -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -379,7 +405,11 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     k_mode: 'deterministic' (K = round(m p), at least 1) or 'binomial'
       (K ~ Binomial(m, p)); not used by 'vanilla'.
     gumbel: coefficient of the Gumbel noise added to the ordering score (the
-      paper uses 0.5 on puzzles); not used by 'vanilla'.
+      paper states 0.5 on puzzles); not used by 'vanilla'.
+    gumbel_schedule: 'constant' (the coefficient at every step) or 'annealed'
+      (scaled by t = 1 - i/T, so the noise fades out over the steps).
+    score_space: 'prob' ranks the score itself, 'log' its logarithm (the order
+      is the same without noise; the noise acts differently).
     temperature: 0 writes the argmax; > 0 samples from softmax(logits / temperature).
     remask: re-predict all generated positions each step and keep only the
       best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
@@ -389,7 +419,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   """
   schedule = _check_options(mask_id=mask_id, strategy=strategy, num_steps=num_steps,
                             schedule=schedule, k_mode=k_mode, gumbel=gumbel,
-                            temperature=temperature, remask=remask)
+                            temperature=temperature, remask=remask,
+                            gumbel_schedule=gumbel_schedule, score_space=score_space)
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
   _check_tokens(tokens_BxL)
@@ -402,7 +433,36 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     run = _sample_loop
   return run(logits_fn, tokens_BxL, key, mask_id=int(mask_id), strategy=strategy,
              num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
-             gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask))
+             gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
+             gumbel_schedule=gumbel_schedule, score_space=score_space)
+
+
+# Options of `sample` that a config's `sampler` section sets, with their defaults.
+CONFIG_OPTIONS: dict[str, Any] = dict(
+    num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
+    gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False)
+
+
+def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
+  """`sample` keyword arguments from a config's `sampler` section (a ConfigDict or
+  a dict, e.g. an older run's saved config); missing fields take CONFIG_OPTIONS'
+  defaults, `overrides` that are not None replace fields."""
+  options = {}
+  for name, default in CONFIG_OPTIONS.items():
+    value = None
+    if sampler_config is not None:
+      try:
+        value = sampler_config[name]
+      except (KeyError, AttributeError, TypeError):
+        value = None
+    if overrides.get(name) is not None:
+      value = overrides[name]
+    options[name] = type(default)(default if value is None else value)
+  unknown = set(overrides) - set(CONFIG_OPTIONS)
+  if unknown:
+    raise ValueError(f"unknown sampler options {sorted(unknown)}; valid: "
+                     f"{', '.join(CONFIG_OPTIONS)}")
+  return options
 
 
 def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
@@ -421,7 +481,8 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
     raise ValueError(f"unknown sampler options {sorted(unknown)}; valid: "
                      f"{', '.join(_STATIC[1:])}")
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
-              k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False)
+              k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
+              gumbel_schedule="constant", score_space="prob")
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),

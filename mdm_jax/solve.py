@@ -283,13 +283,10 @@ def _solve(argv: Sequence[str]) -> int:
     return EXIT_CONTRADICTORY
 
   import jax  # pylint: disable=g-import-not-at-top
+  from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
   sampler_cfg = saved.get("sampler", {}) or {}
-  options = dict(
-      num_steps=int(args.steps if args.steps is not None else sampler_cfg.get("num_steps", 50)),
-      schedule=str(sampler_cfg.get("schedule", "linear")),
-      k_mode=str(sampler_cfg.get("k_mode", "deterministic")),
-      gumbel=float(args.gumbel if args.gumbel is not None else sampler_cfg.get("gumbel", 0.0)),
-      temperature=0.0, remask=False)
+  options = sampling.config_options(sampler_cfg, num_steps=args.steps, gumbel=args.gumbel,
+                                    temperature=0.0, remask=False)
   grids = np.stack([g for _, g in puzzles])
   blank = grids == 0
   answers = grids.astype(np.int64).copy()

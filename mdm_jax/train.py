@@ -472,9 +472,7 @@ class _SolveRate:
       self.inputs = {"tokens": tokens[lo:hi]}
       self.sampler = sampling.make_sampler(
           apply, mask_id=mask_id, strategy=c.train.val_strategy,
-          num_steps=int(c.sampler.num_steps), schedule=c.sampler.schedule,
-          k_mode=c.sampler.k_mode, gumbel=float(c.sampler.gumbel),
-          temperature=float(c.sampler.temperature), remask=bool(c.sampler.remask))
+          **sampling.config_options(c.sampler))
     else:
       enc = run.task.arm_encode(self.examples, c.data.ordering,
                                 np.random.default_rng(int(c.data.seed)))
@@ -741,11 +739,8 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
     mask_id = int(task.mdm_layout().mask_id)
     prompt = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
     for strategy in config.sampler.strategies:
-      sampler = sampling.make_sampler(
-          apply, mask_id=mask_id, strategy=strategy, num_steps=int(config.sampler.num_steps),
-          schedule=config.sampler.schedule, k_mode=config.sampler.k_mode,
-          gumbel=float(config.sampler.gumbel), temperature=float(config.sampler.temperature),
-          remask=bool(config.sampler.remask))
+      sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
+                                      **sampling.config_options(config.sampler))
       results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
   elif saved.objective == "arm":
     enc = task.arm_encode(examples, saved.data.ordering, np.random.default_rng(0))

@@ -126,6 +126,56 @@ def test_exactly_k_per_step_with_ties(strategy, gumbel, schedule):
       assert np.all(np.diff(gen) >= 0)
 
 
+@pytest.mark.parametrize("strategy", ["top_prob", "margin", "entropy"])
+def test_log_score_space_keeps_the_order_without_noise(strategy):
+  length, vocab, mask_id = 12, 6, 5
+  rng = np.random.default_rng(4)
+  logits_LxV = rng.normal(size=(length, vocab)) * rng.uniform(0.3, 3.0, size=(length, 1))
+  tokens = np.full((2, length), mask_id, np.int32)
+  orders = [np.asarray(sampling.sample(
+      _fixed_fn(logits_LxV), tokens, jax.random.key(0), mask_id=mask_id,
+      strategy=strategy, num_steps=length, score_space=space).order)
+            for space in ("prob", "log")]
+  np.testing.assert_array_equal(orders[0], orders[1])
+
+
+@pytest.mark.parametrize("gumbel_schedule,score_space", [
+    ("constant", "prob"), ("annealed", "prob"), ("constant", "log"), ("annealed", "log")])
+def test_gumbel_noise_scale_per_step(gumbel_schedule, score_space):
+  """Three masks, three steps, one fixed per step. Position 0 is far more confident,
+  so it goes first; at step 1 positions 1 and 2 (top prob 0.60 vs 0.55) compete under
+  fresh noise: position 2 wins with probability sigmoid(-d / scale), where the
+  Gumbel difference is logistic and scale = gumbel (constant) or gumbel * (1 - 1/3)
+  (annealed at step 1 of 3), d the score gap in the chosen space."""
+  gumbel, rows = 0.05, 4000
+  top_L = np.array([0.999, 0.60, 0.55])
+  probs = np.stack([top_L, 1 - top_L], -1)
+  logits_LxV = np.concatenate([np.log(probs), np.zeros((3, 1))], -1)  # MASK = 2
+  tokens = np.full((rows, 3), 2, np.int32)
+  out = sampling.sample(_fixed_fn(logits_LxV), tokens, jax.random.key(7), mask_id=2,
+                        strategy="top_prob", num_steps=3, gumbel=gumbel,
+                        gumbel_schedule=gumbel_schedule, score_space=score_space)
+  order = np.asarray(out.order)
+  first = order[:, 0] == 0
+  assert first.mean() > 0.99
+  flipped = (order[first, 2] == 1).mean()
+  score = np.log(top_L) if score_space == "log" else top_L
+  scale = gumbel * (2.0 / 3.0 if gumbel_schedule == "annealed" else 1.0)
+  want = 1.0 / (1.0 + np.exp((score[1] - score[2]) / scale))
+  sd = math.sqrt(want * (1 - want) / first.sum())
+  assert abs(flipped - want) < 4 * sd, (flipped, want)
+
+
+def test_config_options_defaults_and_overrides():
+  opts = sampling.config_options({"gumbel": 0.5, "num_steps": 20}, num_steps=None,
+                                 score_space="log")
+  assert opts["gumbel"] == 0.5 and opts["num_steps"] == 20 and opts["score_space"] == "log"
+  assert opts["gumbel_schedule"] == "constant" and opts["remask"] is False
+  assert set(opts) == set(sampling.CONFIG_OPTIONS)
+  with pytest.raises(ValueError, match="unknown sampler options"):
+    sampling.config_options({}, steps=3)
+
+
 @pytest.mark.parametrize("length", [20, 300])  # pairwise ranks / sorted ranks
 def test_select_top_is_exact_with_ties_and_infinite_scores(length):
   rng = np.random.default_rng(9)
@@ -400,6 +450,8 @@ def test_bad_inputs_raise_value_error():
       (dict(schedule="quadratic"), "schedule"),
       (dict(strategy="vanilla", remask=True), "remask"),
       (dict(key=np.zeros(3, np.uint32)), "key"),
+      (dict(gumbel_schedule="linear"), "gumbel_schedule"),
+      (dict(score_space="logit"), "score_space"),
   ]
   for overrides, pattern in cases:
     args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
