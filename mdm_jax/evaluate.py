@@ -66,6 +66,10 @@ class StrategyResult:
   maskable_NxL: np.ndarray  # bool[N, L] answer positions (what was generated)
   # Means of the task's other per-example scores (e.g. L&O-NAE-SAT 'consistent_frac').
   extra: dict[str, float] = dataclasses.field(default_factory=dict)
+  # Rank correlation of the decoding order with the task's solver order, per puzzle
+  # (NaN where undefined), and that solver order; None when there is none.
+  corr_N: np.ndarray | None = None
+  solver_rank_NxL: np.ndarray | None = None
 
   def summary(self) -> dict[str, Any]:
     """The JSON-able scalars."""
@@ -233,6 +237,34 @@ def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params:
   return run_fn
 
 
+def _average_ranks(x_K: np.ndarray) -> np.ndarray:
+  """Ranks 0..K-1 with ties given their average rank."""
+  order = np.argsort(x_K, kind="stable")
+  ranks = np.empty(len(x_K), np.float64)
+  ranks[order] = np.arange(len(x_K))
+  _, inverse, counts = np.unique(x_K, return_inverse=True, return_counts=True)
+  sums = np.bincount(inverse, weights=ranks)
+  return (sums / counts)[inverse]
+
+
+def order_correlation(order_NxL: np.ndarray, rank_NxL: np.ndarray) -> np.ndarray:
+  """float[N]: Spearman's rank correlation, per row, between the step at which a
+  decoder fixed each position and the solver's fill rank, over the positions where
+  both are >= 0 (ties get average ranks); NaN where fewer than 3 positions or either
+  order is constant (e.g. all decoded in one step)."""
+  out = np.full(order_NxL.shape[0], np.nan)
+  for i, (a, b) in enumerate(zip(np.asarray(order_NxL), np.asarray(rank_NxL))):
+    keep = (a >= 0) & (b >= 0)
+    if keep.sum() < 3:
+      continue
+    ra, rb = _average_ranks(a[keep]), _average_ranks(b[keep])
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    if denom > 0:
+      out[i] = float((ra * rb).sum() / denom)
+  return out
+
+
 def _score(task: base.Task, examples: base.Examples, strategy: str,
            tokens_NxL: np.ndarray, maskable_NxL: np.ndarray, steps_N: np.ndarray,
            order_NxL: np.ndarray | None, seconds: float, timed: int) -> StrategyResult:
@@ -248,6 +280,12 @@ def _score(task: base.Task, examples: base.Examples, strategy: str,
     if (name not in ("solved", "correct") and value.shape == (n,)
         and np.issubdtype(value.dtype, np.number)):
       extra[name] = float(np.mean(value))
+  rank_NxL = task.solver_rank(examples) if order_NxL is not None else None
+  corr_N = None
+  if rank_NxL is not None:
+    corr_N = order_correlation(order_NxL, rank_NxL)
+    if np.isfinite(corr_N).any():
+      extra["order_corr"] = float(np.nanmean(corr_N))
   return StrategyResult(
       strategy=strategy, num_puzzles=n, num_solved=int(solved_N.sum()),
       solved=float(solved_N.mean()), cell_accuracy=cell_acc,
@@ -256,7 +294,7 @@ def _score(task: base.Task, examples: base.Examples, strategy: str,
       seconds=float(seconds), solved_N=solved_N, correct_NxL=correct_NxL,
       tokens_NxL=np.asarray(tokens_NxL, np.int32), steps_N=np.asarray(steps_N, np.int32),
       order_NxL=None if order_NxL is None else np.asarray(order_NxL, np.int32),
-      maskable_NxL=maskable_NxL, extra=extra)
+      maskable_NxL=maskable_NxL, extra=extra, corr_N=corr_N, solver_rank_NxL=rank_NxL)
 
 
 def evaluate_strategies(task: base.Task, examples: base.Examples, *,
@@ -443,7 +481,9 @@ def position_errors(task: base.Task, examples: base.Examples, *, key: jax.Array,
 # ----------------------------------------------------------------------------------
 # Tables.
 
-EXTRA_LABELS = {"consistent_frac": "Consistent obs."}
+EXTRA_LABELS = {"consistent_frac": "Consistent obs.",
+                "order_corr": "Rank corr. with solver order"}
+_NOT_SHARES = ("order_corr",)  # printed as numbers, not percentages
 _ARM_LABELS = {"solver": "with ordering", "row_major": "without ordering"}
 
 
@@ -471,6 +511,13 @@ def _pct(x: float | None) -> str:
   return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
 
 
+def _fmt(key: str, x: float | None) -> str:
+  """A table cell: shares as percentages, correlations as numbers."""
+  if key in _NOT_SHARES:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}"
+  return _pct(x)
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """A table like the paper's Tables 1, 2, 3, 5: one row per method.
 
@@ -485,7 +532,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   for r in rows:
     pps = r.get("puzzles_per_sec")
     cells = ([r["method"], format_params(r.get("num_params")), _pct(r["solved"])]
-             + [_pct(r.get(k)) for k in extras]
+             + [_fmt(k, r.get(k)) for k in extras]
              + [_pct(r.get("cell_accuracy")), f"{r.get('mean_steps', float('nan')):.1f}",
                 "n/a" if pps is None or not math.isfinite(pps) else f"{pps:.1f}",
                 str(r.get("num_puzzles", ""))])
@@ -529,8 +576,8 @@ def results_markdown(result: Mapping[str, Any]) -> str:
       for key, label in [("solved", "accuracy")] + list(EXTRA_LABELS.items()):
         if key not in strategies["vanilla"]:
           continue
-        parts.append(f"- {label}: vanilla {_pct(strategies['vanilla'][key])} -> "
-                     + ", ".join(f"{STRATEGY_LABELS[k]} {_pct(strategies[k][key])}"
+        parts.append(f"- {label}: vanilla {_fmt(key, strategies['vanilla'][key])} -> "
+                     + ", ".join(f"{STRATEGY_LABELS[k]} {_fmt(key, strategies[k].get(key))}"
                                  for k in others))
       parts.append("")
     sweep = result["splits"][split].get("sweep")
@@ -603,6 +650,7 @@ def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyR
                   "(grey: never generated)",
             colorbar_label="mean decoding step (1 = first)", box=box, cmap="viridis",
             subtitles=subtitles))
+        paths.append(_example_orders_plot(result, ordered, task, split, grid, out_dir))
       errs = {}
       for s, r in per_strategy.items():
         errs[s] = plots.cell_mean(~r.correct_NxL, r.maskable_NxL, (rows, cols), positions)
@@ -645,6 +693,35 @@ def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyR
   return paths
 
 
+def _example_orders_plot(result: Mapping[str, Any], ordered: Mapping[str, StrategyResult],
+                         task: base.Task, split: str, grid: tuple[Any, ...],
+                         out_dir: str, num: int = 3) -> str:
+  """Three single puzzles: each decoder's order and the solver's, cell by cell."""
+  from mdm_jax import plots  # pylint: disable=g-import-not-at-top
+  rows, cols, positions, box = grid
+  positions = np.asarray(positions)
+  first = next(iter(ordered.values()))
+  pick = np.arange(min(num, first.num_puzzles))
+  tokens = first.tokens_NxL[pick][:, positions]
+  givens = np.where(first.maskable_NxL[pick][:, positions], 0, tokens + 1)
+  steps, subtitles = {}, {}
+  for s, r in ordered.items():
+    steps[s] = r.order_NxL[pick][:, positions]
+    corr = r.corr_N[pick] if r.corr_N is not None else np.full(len(pick), np.nan)
+    subtitles[s] = [f"{method_label(result['objective'], s)}, "
+                    f"{'solved' if r.solved_N[i] else 'wrong'}"
+                    + (f"\nrank corr. with solver {corr[n]:.2f}" if np.isfinite(corr[n])
+                       else "") for n, i in enumerate(pick)]
+  if first.solver_rank_NxL is not None:
+    steps["solver"] = first.solver_rank_NxL[pick][:, positions]
+    subtitles["solver"] = [f"the {task.name} solver's order"] * len(pick)
+  return plots.plot_example_orders(
+      givens, steps, os.path.join(out_dir, f"{split}_example_orders.png"),
+      grid_shape=(rows, cols), box=box,
+      title=f"{task.name} '{split}': decoding step of each cell in {len(pick)} puzzles "
+            "(grey digits: clues; dark = early)", subtitles=subtitles)
+
+
 def _latent_boundary(task: base.Task) -> int | None:
   k = getattr(task, "num_latents", None)
   return int(k) if isinstance(k, int) else None
@@ -675,11 +752,12 @@ def _checkpoint_step(path: str) -> int | None:
     return None
 
 
-def load_model(path: str, *, step: int | None = None
+def load_model(path: str, *, step: int | None = None, ema: bool | None = None
                ) -> tuple[Any, ml_collections.ConfigDict, base.Task, ApplyFn, int]:
   """Restores a checkpoint for inference.
 
-  Returns (EMA params, the run's config, its task, apply_fn(params, tokens) ->
+  ema=None takes the parameters the run's config.eval.params names ('ema' unless
+  it says 'raw'). Returns (those params, the run's config, its task, apply_fn(params, tokens) ->
   logits, number of parameters). Raises ValueError (one line) when the checkpoint
   is missing or unreadable.
   """
@@ -690,7 +768,9 @@ def load_model(path: str, *, step: int | None = None
   if not os.path.exists(path):
     raise ValueError(f"checkpoint path {path} does not exist")
   try:
-    params, saved = ckpt_lib.load_for_inference(path, step=step, ema=True)
+    params, saved = ckpt_lib.load_for_inference(path, step=step, ema=ema is not False)
+    if ema is None and _cfg_get(saved, "eval.params", "ema") == "raw":
+      params, saved = ckpt_lib.load_for_inference(path, step=step, ema=False)
   except ValueError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
@@ -765,7 +845,12 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   Returns the results dict written to results.json.
   """
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  params, saved, task, apply_fn, num_params = load_model(checkpoint or workdir)
+  which = _cfg_get(config, "eval.params", None)
+  if which not in (None, "ema", "raw"):
+    raise ValueError(f"config.eval.params={which!r}; choose 'ema' or 'raw'")
+  params, saved, task, apply_fn, num_params = load_model(
+      checkpoint or workdir, ema=None if which is None else which == "ema")
+  which = which or str(_cfg_get(saved, "eval.params", "ema"))
   cfg = config if config is not None else saved
   want_task = _cfg_get(config, "task.name", None)
   if want_task is not None and want_task != saved.task.name:
@@ -779,6 +864,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
       "step": _checkpoint_step(checkpoint or workdir), "objective": objective,
       "task": {"name": task.name, "params": task.params()},
       "model": {"preset": str(saved.model.preset)}, "num_params": num_params,
+      "params": which,
       "splits": {},
   }
   if objective == "pi":

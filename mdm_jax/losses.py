@@ -91,8 +91,11 @@ def _gather(logp_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
                              axis=-1)[..., 0]
 
 
+WEIGHTINGS = ("elbo", "flat")
+
+
 def _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B,
-                   mask_id) -> tuple[jax.Array, Metrics]:
+                   mask_id, weighting: str = "elbo") -> tuple[jax.Array, Metrics]:
   logp_BxLxV = _log_probs(logits_BxLxV, mask_id)
   ce_BxL = -_gather(logp_BxLxV, x0_BxL)
   on_BxL = masked_BxL & maskable_BxL
@@ -100,13 +103,15 @@ def _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B,
   ce_B = jnp.sum(jnp.where(on_BxL, ce_BxL, 0.0), axis=1)
   num_maskable = jnp.sum(maskable_BxL.astype(jnp.float32))
   num_masked = jnp.sum(on_f_BxL)
-  loss = jnp.sum(weight_B * ce_B) / jnp.maximum(num_maskable, 1.0)
+  elbo = jnp.sum(weight_B * ce_B) / jnp.maximum(num_maskable, 1.0)
+  masked_ce = jnp.sum(ce_B) / jnp.maximum(num_masked, 1.0)
+  loss = elbo if weighting == "elbo" else masked_ce
   correct_BxL = jnp.argmax(logp_BxLxV, axis=-1) == x0_BxL
   metrics = {
       "loss": loss,
-      "nats_per_token": loss,
-      "bits_per_token": loss / LN2,
-      "masked_ce": jnp.sum(ce_B) / jnp.maximum(num_masked, 1.0),
+      "nats_per_token": elbo,
+      "bits_per_token": elbo / LN2,
+      "masked_ce": masked_ce,
       "masked_accuracy": jnp.sum(correct_BxL & on_BxL) / jnp.maximum(num_masked, 1.0),
       "mask_rate": num_masked / jnp.maximum(num_maskable, 1.0),
       "num_maskable": num_maskable,
@@ -114,7 +119,10 @@ def _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B,
   return loss, metrics
 
 
-def _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id):
+def _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id,
+                    weighting="elbo"):
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f"weighting={weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
   b, l, v = _check_logits(logits_BxLxV)
   _check_tokens("x0_BxL", x0_BxL, b, l)
   _check_bool("masked_BxL", masked_BxL, b, l)
@@ -130,7 +138,8 @@ def _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id
 def mdm_loss(logits_BxLxV: jax.Array, x0_BxL: jax.Array, masked_BxL: jax.Array,
              maskable_BxL: jax.Array, t_B: jax.Array,
              schedule: schedules_lib.Schedule | str, *,
-             mask_id: int | None = None) -> tuple[jax.Array, Metrics]:
+             mask_id: int | None = None,
+             weighting: str = "elbo") -> tuple[jax.Array, Metrics]:
   """Continuous-time negative ELBO per maskable token (a Monte Carlo estimate).
 
   loss = sum_b w(t_b) * sum_{i masked & maskable} -log p(x0[b, i] | x_t[b])
@@ -138,11 +147,18 @@ def mdm_loss(logits_BxLxV: jax.Array, x0_BxL: jax.Array, masked_BxL: jax.Array,
   With t ~ U(0, 1] and masks from `mask_tokens(..., schedule.alpha(t), ...)` its
   expectation is the NELBO in nats per maskable token. If `mask_id` is given, the
   MASK logit is excluded from the softmax (the model never predicts MASK).
+
+  weighting='flat' returns instead the unweighted mean cross-entropy over the
+  masked maskable tokens of the batch (as Ye et al.'s puzzle code trains; no 1/t,
+  so small-t batches do not dominate the gradient). metrics['nats_per_token'] is
+  the ELBO estimate either way.
   """
-  _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id)
+  _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id,
+                  weighting)
   schedule = schedules_lib.get_schedule(schedule)
   weight_B = schedule.weight(t_B)
-  return _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B, mask_id)
+  return _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B, mask_id,
+                        weighting)
 
 
 def discrete_weight(schedule: schedules_lib.Schedule | str, t_B: jax.Array,
@@ -164,16 +180,19 @@ def discrete_weight(schedule: schedules_lib.Schedule | str, t_B: jax.Array,
 def mdm_discrete_loss(logits_BxLxV: jax.Array, x0_BxL: jax.Array, masked_BxL: jax.Array,
                       maskable_BxL: jax.Array, t_B: jax.Array,
                       schedule: schedules_lib.Schedule | str, num_steps: int, *,
-                      mask_id: int | None = None) -> tuple[jax.Array, Metrics]:
+                      mask_id: int | None = None,
+                      weighting: str = "elbo") -> tuple[jax.Array, Metrics]:
   """T-step negative ELBO per maskable token (a Monte Carlo estimate).
 
   Like `mdm_loss` with t_B in {1/T, ..., 1} (see `masking.sample_discrete_times`)
   and weight T * (alpha_s - alpha_t) / (1 - alpha_t), s = t - 1/T.
   """
-  _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id)
+  _check_mdm_args(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B, mask_id,
+                  weighting)
   num_steps = _check_int("num_steps", num_steps, 1)
   weight_B = discrete_weight(schedule, t_B, num_steps)
-  return _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B, mask_id)
+  return _weighted_elbo(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, weight_B, mask_id,
+                        weighting)
 
 
 # ----------------------------------------------------------------------------------

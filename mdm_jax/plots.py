@@ -2,6 +2,8 @@
 
 - `plot_cell_heatmaps`: one n x n panel per strategy, e.g. the mean step at which
   each Sudoku cell was decoded, or the error rate per cell;
+- `plot_example_orders`: a few single puzzles, one row of panels per decoder (and
+  the task's solver), each blank cell showing the step at which it was decoded;
 - `plot_accuracy_vs_steps`: puzzles solved against the number of reverse steps;
 - `plot_loss_curves`: training / validation losses from `<workdir>/metrics.jsonl`;
 - `plot_pi_learners`: validation loss against training compute for pi-learners
@@ -127,6 +129,62 @@ def plot_cell_heatmaps(grids: Mapping[str, np.ndarray], path: str, *, title: str
   cbar = fig.colorbar(image, ax=list(axes[0]), shrink=0.85)
   cbar.set_label(colorbar_label)
   fig.suptitle(title, fontsize=11)
+  return _save(fig, path)
+
+
+def plot_example_orders(givens_KxC: np.ndarray, steps: Mapping[str, np.ndarray], path: str,
+                        *, grid_shape: tuple[int, int], title: str,
+                        box: tuple[int, int] | None = None,
+                        subtitles: Mapping[str, Sequence[str]] | None = None) -> str:
+  """Decoding orders of K single puzzles, one row of K panels per entry of `steps`.
+
+  givens_KxC: the clue digits of each puzzle's grid cells (row-major, 0 = blank).
+  steps[name]: float[K, C], the step (or rank) at which each blank cell was fixed
+  by that decoder; NaN or < 0 where not generated. Each panel colours its cells by
+  their rank within the puzzle (early = dark) and writes the step + 1 in them;
+  clues are drawn as grey digits. subtitles[name][k] titles panel k of that row.
+  """
+  givens_KxC = np.asarray(givens_KxC)
+  rows, cols = grid_shape
+  if givens_KxC.ndim != 2 or givens_KxC.shape[1] != rows * cols:
+    raise ValueError(f"givens must be [K, {rows * cols}], got {givens_KxC.shape}")
+  if not steps:
+    raise ValueError("steps is empty: nothing to plot")
+  k = givens_KxC.shape[0]
+  fig, axes = plt.subplots(len(steps), k, figsize=(3.0 * k, 3.1 * len(steps)),
+                           squeeze=False, constrained_layout=True)
+  colormap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+  for r_i, (name, steps_KxC) in enumerate(steps.items()):
+    steps_KxC = np.asarray(steps_KxC, float)
+    if steps_KxC.shape != givens_KxC.shape:
+      raise ValueError(f"steps[{name!r}] must have shape {givens_KxC.shape}, got "
+                       f"{steps_KxC.shape}")
+    for j in range(k):
+      ax = axes[r_i, j]
+      step_C = np.where(steps_KxC[j] >= 0, steps_KxC[j], np.nan)
+      finite = np.isfinite(step_C)
+      rank_C = np.full(step_C.shape, np.nan)
+      if finite.any():
+        lo, hi = np.nanmin(step_C), np.nanmax(step_C)
+        rank_C[finite] = (step_C[finite] - lo) / max(hi - lo, 1e-9)
+      ax.imshow(np.ma.masked_invalid(rank_C.reshape(rows, cols)), cmap=colormap,
+                vmin=0.0, vmax=1.0)
+      _box_lines(ax, rows, cols, box)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      for c_i in range(rows * cols):
+        r, c = divmod(c_i, cols)
+        if givens_KxC[j, c_i] > 0:
+          ax.text(c, r, str(int(givens_KxC[j, c_i])), ha="center", va="center",
+                  fontsize=7, color="#777777", fontweight="bold")
+        elif finite[c_i]:
+          red, green, blue, _ = colormap(rank_C[c_i])
+          dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+          ax.text(c, r, str(int(step_C[c_i]) + 1), ha="center", va="center",
+                  fontsize=6, color="white" if dark else "black")
+      sub = (subtitles or {}).get(name)
+      ax.set_title(sub[j] if sub is not None else name, fontsize=8)
+  fig.suptitle(title, fontsize=10)
   return _save(fig, path)
 
 

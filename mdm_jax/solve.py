@@ -1,5 +1,6 @@
 r"""Solve Sudoku puzzles with a trained masked diffusion model, for a person.
 
+  python -m mdm_jax.solve PUZZLE                     # the packaged 9x9 model
   python -m mdm_jax.solve --checkpoint RUN_DIR [--strategy margin] PUZZLE
   mdm-jax-solve --checkpoint RUN_DIR puzzles.txt
 
@@ -8,8 +9,15 @@ the checkpoint's config): digits 1-9 (then A, B, ... for 10, 11, ... on larger
 grids) and '.' or '0' for blanks; spaces and '|' are ignored. Or the path of a file
 with one puzzle per line (blank lines and lines starting with '#' are skipped).
 
-Prints each solved grid (with box separators) and the decoding order (the step at
-which the model filled each cell). Exit codes:
+Without --checkpoint, the model packaged in mdm_jax/pretrained/ for the puzzles'
+size is used (9x9: `sudoku9`, trained on 2 CPU cores; its export.json says how).
+Since the constraints are known, each answer is checked; a puzzle whose first
+answer breaks a constraint is decoded again, --tries - 1 candidates at once with
+fresh noise on the order (--retry-gumbel), and the first valid one is kept.
+
+Prints each solved grid (with box separators), the try that solved it and the
+decoding order (the step at which the model filled each cell); a file of puzzles
+ends with one line `solved N of M`. Exit codes:
   0  every puzzle solved with a valid grid
   2  usage error or malformed puzzle (length, characters)
   3  contradictory puzzle (a digit repeated in a row, column or box)
@@ -167,6 +175,23 @@ def read_puzzles(arg: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------
 # The model.
 
+PRETRAINED = {9: "sudoku9"}  # grid size n -> mdm_jax/pretrained/<name>
+
+
+def pretrained_path(n: int) -> str:
+  """The packaged model for n x n puzzles; SolveError(2) when there is none."""
+  name = PRETRAINED.get(n)
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", name or "")
+  if name is None or not os.path.isfile(os.path.join(path, "export.json")):
+    shipped = ", ".join(f"{k}x{k}" for k in sorted(PRETRAINED)) or "none"
+    raise SolveError(EXIT_USAGE, f"no packaged model for {n}x{n} puzzles (packaged: "
+                     f"{shipped}); pass --checkpoint RUN_DIR of a model trained on them")
+  return path
+
+
+def _cell_count(text: str) -> int:
+  return sum(ch not in _IGNORED for ch in text.strip())
+
 
 def _load(checkpoint: str) -> tuple[Any, Any, Any, Any]:
   """-> (params, saved config, task, apply_fn); SolveError(5) on any problem."""
@@ -205,6 +230,42 @@ def solve_grids(task: Any, params: Any, apply_fn: Any, puzzles_NxC: np.ndarray, 
   return answers, order, np.asarray(out.steps)
 
 
+def solve_with_retries(task: Any, params: Any, apply_fn: Any, puzzles_NxC: np.ndarray, *,
+                       strategy: str, tries: int, retry_gumbel: float, key: Any,
+                       **options: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`solve_grids`, then, for the puzzles whose answer breaks a constraint, tries - 1
+  candidates each in one batch with Gumbel noise `retry_gumbel` on the order score
+  (fresh per row); the first valid candidate wins. -> (answers, order, try int[N]:
+  1 = the first decode, 0 = no blank to fill, -1 = no valid candidate)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  puzzles_NxC = np.asarray(puzzles_NxC)
+  n_all = puzzles_NxC.shape[0]
+  answers = puzzles_NxC.astype(np.int64).copy()
+  order = np.full(puzzles_NxC.shape, -1, np.int64)
+  tried = np.zeros(n_all, np.int64)
+  todo = np.nonzero((puzzles_NxC == 0).any(axis=1))[0]
+  if not todo.size:
+    return answers, order, tried
+  br, bc = int(task.box_rows), int(task.box_cols)
+  first_key, retry_key = jax.random.split(key)
+  a, o, _ = solve_grids(task, params, apply_fn, puzzles_NxC[todo], strategy=strategy,
+                        key=first_key, **options)
+  answers[todo], order[todo] = a, o
+  valid = np.array([not answer_problems(puzzles_NxC[i], answers[i], br, bc) for i in todo])
+  tried[todo] = np.where(valid, 1, -1)
+  bad = todo[~valid]
+  if tries > 1 and bad.size:
+    k = tries - 1
+    rep = np.repeat(bad, k)
+    retry = dict(options, gumbel=float(retry_gumbel))
+    a, o, _ = solve_grids(task, params, apply_fn, puzzles_NxC[rep], strategy=strategy,
+                          key=retry_key, **retry)
+    for j, i in enumerate(rep):
+      if tried[i] < 0 and not answer_problems(puzzles_NxC[i], a[j], br, bc):
+        answers[i], order[i], tried[i] = a[j], o[j], 2 + j % k
+  return answers, order, tried
+
+
 def _encode(task: Any, puzzles_NxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """MDM-layout tokens with MASK at the blanks, and the grid cells' positions."""
   from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -239,14 +300,20 @@ def _parser() -> argparse.ArgumentParser:
               formatter_class=argparse.RawDescriptionHelpFormatter,
               epilog="\n\n".join(__doc__.split("\n\n")[1:]))
   p.add_argument("puzzle", help="n*n characters ('.' or '0' = blank) or a file of them")
-  p.add_argument("--checkpoint", required=True,
-                 help="training workdir, its checkpoints/ dir, or one step dir")
+  p.add_argument("--checkpoint", default=None,
+                 help="training workdir, its checkpoints/ dir, one step dir or a params "
+                      "export (default: the packaged model for the puzzles' size)")
   p.add_argument("--strategy", default="margin", choices=sampling.STRATEGIES,
                  help="unmasking order (default: margin, the paper's best)")
   p.add_argument("--steps", type=int, default=None,
                  help="reverse steps (default: the run's config.sampler.num_steps)")
   p.add_argument("--gumbel", type=float, default=None,
                  help="Gumbel noise on the order score (default: the run's config)")
+  p.add_argument("--tries", type=int, default=16,
+                 help="candidates per puzzle: the first without noise, then up to "
+                      "TRIES - 1 at once with fresh noise where it broke a constraint")
+  p.add_argument("--retry-gumbel", type=float, default=0.1,
+                 help="Gumbel noise on the order score of the retries (default 0.1)")
   p.add_argument("--seed", type=int, default=0, help="random seed")
   return p
 
@@ -257,8 +324,16 @@ def _solve(argv: Sequence[str]) -> int:
     raise SolveError(EXIT_USAGE, f"--steps must be >= 1, got {args.steps}")
   if args.gumbel is not None and not args.gumbel >= 0:
     raise SolveError(EXIT_USAGE, f"--gumbel must be >= 0, got {args.gumbel}")
+  if args.tries < 1:
+    raise SolveError(EXIT_USAGE, f"--tries must be >= 1, got {args.tries}")
+  if not args.retry_gumbel >= 0:
+    raise SolveError(EXIT_USAGE, f"--retry-gumbel must be >= 0, got {args.retry_gumbel}")
   inputs = read_puzzles(args.puzzle)
-  params, saved, task, apply_fn = _load(args.checkpoint)
+  checkpoint = args.checkpoint
+  if checkpoint is None:
+    size = int(round(_cell_count(inputs[0][1]) ** 0.5))
+    checkpoint = pretrained_path(size)
+  params, saved, task, apply_fn = _load(checkpoint)
   box_rows, box_cols = int(task.box_rows), int(task.box_cols)
   n = box_rows * box_cols
 
@@ -289,19 +364,21 @@ def _solve(argv: Sequence[str]) -> int:
                                     temperature=0.0, remask=False)
   grids = np.stack([g for _, g in puzzles])
   blank = grids == 0
-  answers = grids.astype(np.int64).copy()
-  order = np.full(grids.shape, -1, np.int64)
-  todo = np.nonzero(blank.any(axis=1))[0]
-  if todo.size:
-    a, o, _ = solve_grids(task, params, apply_fn, grids[todo], strategy=args.strategy,
-                          key=jax.random.PRNGKey(args.seed), **options)
-    answers[todo], order[todo] = a, o
+  answers, order, tries = solve_with_retries(
+      task, params, apply_fn, grids, strategy=args.strategy, tries=args.tries,
+      retry_gumbel=args.retry_gumbel, key=jax.random.PRNGKey(args.seed), **options)
   code = EXIT_OK
+  num_solved = 0
   for i, (name, grid) in enumerate(puzzles):
     problems = answer_problems(grid, answers[i], box_rows, box_cols)
     status = "solved" if not problems else "INVALID ANSWER"
+    num_solved += not problems
+    which = ""
+    if args.tries > 1 and tries[i] != 0:
+      which = (f", try {tries[i]} of {args.tries}" if not problems
+               else f", none of {args.tries} tries valid")
     print(f"{name}: {status} ({args.strategy}, {options['num_steps']} steps, "
-          f"{int(blank[i].sum())} blanks)")
+          f"{int(blank[i].sum())} blanks){which}")
     print(format_grid(answers[i], box_rows, box_cols))
     width = len(str(max(int(order[i].max()) + 1, 1)))
     print("decoding order (step at which each blank was filled; '.' = given):")
@@ -312,6 +389,8 @@ def _solve(argv: Sequence[str]) -> int:
             + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
             file=sys.stderr)
       code = EXIT_INVALID_ANSWER
+  if len(puzzles) > 1 or os.path.isfile(args.puzzle):
+    print(f"solved {num_solved} of {len(puzzles)}")
   return code
 
 

@@ -82,6 +82,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _check(t.batch_size % t.grad_accum == 0,
          f"config.train.batch_size={t.batch_size} must be divisible by "
          f"config.train.grad_accum={t.grad_accum}")
+  _check(config.eval.get("params", "ema") in ("ema", "raw"),
+         f"config.eval.params={config.eval.get('params')!r}; choose 'ema' or 'raw'")
   _check(config.model.dtype in ("float32", "bfloat16"),
          f"config.model.dtype={config.model.dtype!r}; choose 'float32' or 'bfloat16'")
   if config.objective == "mdm":
@@ -90,6 +92,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"config.diffusion.loss={config.diffusion.loss!r}; choose 'continuous' or 'discrete'")
     _check(int(config.diffusion.discrete_steps) >= 1,
            "config.diffusion.discrete_steps must be >= 1")
+    _check(config.diffusion.get("weighting", "elbo") in losses.WEIGHTINGS,
+           f"config.diffusion.weighting={config.diffusion.get('weighting')!r}; choose one "
+           f"of {', '.join(losses.WEIGHTINGS)}")
     _check(t.val_strategy in sampling.STRATEGIES,
            f"config.train.val_strategy={t.val_strategy!r}; choose one of "
            f"{', '.join(sampling.STRATEGIES)}")
@@ -171,6 +176,7 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: transformer.Transform
     discrete = config.diffusion.loss == "discrete"
     num_steps = int(config.diffusion.discrete_steps)
     antithetic = bool(config.diffusion.antithetic)
+    weighting = str(config.diffusion.get("weighting", "elbo"))
 
     def mdm(params, batch, key, train):
       x0_BxL, maskable_BxL = batch["tokens"], batch["maskable"]
@@ -185,9 +191,10 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: transformer.Transform
       logits_BxLxV = apply(params, xt_BxL, d_key, train)
       if discrete:
         return losses.mdm_discrete_loss(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL,
-                                        t_B, schedule, num_steps, mask_id=mask_id)
+                                        t_B, schedule, num_steps, mask_id=mask_id,
+                                        weighting=weighting)
       return losses.mdm_loss(logits_BxLxV, x0_BxL, masked_BxL, maskable_BxL, t_B,
-                             schedule, mask_id=mask_id)
+                             schedule, mask_id=mask_id, weighting=weighting)
     return mdm
 
   if objective == "arm":

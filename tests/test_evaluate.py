@@ -210,6 +210,84 @@ def test_greedy_arm_oracle_solves_all_and_half_with_a_wrong_token():
   np.testing.assert_array_equal(r.solved_N, ~bad)
 
 
+@pytest.mark.parametrize("task_name,box", [("sudoku", (2, 3)), ("sudoku", (3, 3)),
+                                           ("zebra", None)])
+def test_arm_pipeline_is_exact_for_every_ordering(task_name, box):
+  """An oracle that returns the true next token solves every puzzle through
+  arm_encode -> greedy decoding -> arm_decode -> check, for every ordering (the
+  'random' one drawn as evaluate_strategies draws it); and the teacher-forced true
+  sequences decode to the solutions."""
+  task = (data.get_task("sudoku", box_rows=box[0], box_cols=box[1]) if box
+          else _task(task_name))
+  examples = task.generate("test", 6, seed=3)
+  key = jax.random.PRNGKey(4)
+  for ordering in task.arm_orderings:
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    arm = task.arm_encode(examples, ordering, rng=np.random.default_rng(seed))
+    tokens, plen = np.asarray(arm["tokens"]), np.asarray(arm["prompt_len"])
+    vocab = task.arm_layout(ordering).vocab_size
+    assert tokens.max() < vocab and tokens.shape[1] == task.arm_layout(ordering).seq_len
+    decoded = task.arm_decode(examples, tokens)  # teacher forced: the true sequence
+    checked = task.check(examples, decoded)
+    assert checked["solved"].all() and checked["correct"].all(), ordering
+    r = ev.evaluate_strategies(task, examples, key=key,
+                               logits_fn=_arm_oracle(tokens, plen, vocab),
+                               strategies=("greedy",), arm_ordering=ordering,
+                               batch_size=4)["greedy"]
+    assert r.solved == 1.0 and r.cell_accuracy == 1.0, ordering
+    # The prompt alone (answers blanked) decodes to no solved puzzle.
+    blank = np.where(np.arange(tokens.shape[1])[None] < plen[:, None], tokens, 0)
+    assert not task.check(examples, task.arm_decode(examples, blank))["solved"].any()
+
+
+def test_order_correlation_is_spearman_with_ties():
+  rank = np.array([[0, 1, 2, 3, 4, -1], [0, 1, 2, 3, 4, 5], [4, 3, 2, 1, 0, -1],
+                   [0, 1, 2, -1, -1, -1]])
+  order = np.array([[0, 1, 2, 3, 4, 7], [5, 4, 3, 2, 1, 0], [0, 0, 1, 1, 2, 2],
+                    [0, 0, 0, 1, 1, 1]])
+  corr = ev.order_correlation(order, rank)
+  assert corr[0] == pytest.approx(1.0) and corr[1] == pytest.approx(-1.0)
+  # Row 2: decoding steps (0, 0, 1, 1, 2) vs ranks (4, 3, 2, 1, 0), ties averaged.
+  a = np.array([0.5, 0.5, 2.5, 2.5, 4.0]) - 2.0
+  b = np.array([4.0, 3.0, 2.0, 1.0, 0.0]) - 2.0
+  assert corr[2] == pytest.approx((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+  assert np.isnan(corr[3])  # every compared cell decoded at the same step
+  rng = np.random.default_rng(0)
+  rand = ev.order_correlation(rng.permuted(np.tile(np.arange(60), (400, 1)), axis=1),
+                              np.tile(np.arange(60), (400, 1)))
+  assert abs(rand.mean()) < 0.03  # random orders: near 0
+
+
+def test_sudoku_solver_rank_and_example_plot(tmp_path):
+  task = data.get_task("sudoku", box_rows=2, box_cols=2)
+  examples = task.generate("test", 4, seed=1)
+  rank = task.solver_rank(examples)
+  blank = np.asarray(examples["puzzle"]) == 0
+  assert ((rank >= 0) == blank).all()  # easy puzzles: the solver fills every blank
+  for r, b in zip(rank, blank):
+    assert sorted(r[b] - r[b].min()) == list(range(b.sum()))
+  enc = task.mdm_encode(examples)
+  solver_first = np.where(blank, rank, -1).astype(np.int32)
+  def follow_solver(tokens):  # confidence = minus the solver's rank: decodes in its order
+    del tokens
+    return jnp.asarray(np.where(np.arange(5)[None, None] == enc["tokens"][..., None],
+                                -solver_first[..., None] * 0.1 + 10.0, 0.0), jnp.float32)
+  res = ev.evaluate_strategies(task, examples, key=jax.random.PRNGKey(0),
+                               logits_fn=follow_solver, strategies=("top_prob", "random"),
+                               num_steps=16, batch_size=4)
+  assert res["top_prob"].solved == 1.0
+  assert res["top_prob"].extra["order_corr"] == pytest.approx(1.0)
+  assert abs(res["random"].extra["order_corr"]) < 0.6
+  from mdm_jax import plots
+  path = plots.plot_example_orders(
+      np.asarray(examples["puzzle"])[:2], {"top prob": res["top_prob"].order_NxL[:2],
+                                            "solver": rank[:2]},
+      str(tmp_path / "ex.png"), grid_shape=(4, 4), box=(2, 2), title="t")
+  import matplotlib.image
+  img = matplotlib.image.imread(path)
+  assert img.shape[0] > 200 and img.shape[1] > 300 and img[..., :3].std() > 0.05
+
+
 def test_argument_errors():
   task = _task("zebra")
   examples = task.generate("test", 2, seed=0)

@@ -204,6 +204,27 @@ def test_mdm_loss_normalised_per_maskable_token():
   assert float(diluted) == pytest.approx(float(base) * n / (n + maskable.size), rel=1e-5)
 
 
+def test_flat_weighting_is_mean_masked_ce():
+  logits, x0, masked, maskable, t = _small_case(4)
+  s = schedules.get_schedule("linear")
+  elbo, m_elbo = losses.mdm_loss(logits, x0, masked, maskable, t, s)
+  flat, m_flat = losses.mdm_loss(logits, x0, masked, maskable, t, s, weighting="flat")
+  lp = _log_softmax_np(logits)
+  ce = -np.take_along_axis(lp, np.asarray(x0)[..., None], -1)[..., 0]
+  on = np.asarray(masked) & np.asarray(maskable)
+  assert float(flat) == pytest.approx(ce[on].mean(), rel=1e-5)
+  assert float(flat) != pytest.approx(float(elbo), rel=1e-3)
+  # The ELBO estimate is still reported, and t no longer scales the loss.
+  assert float(m_flat["nats_per_token"]) == pytest.approx(float(elbo), rel=1e-6)
+  flat_half, _ = losses.mdm_loss(logits, x0, masked, maskable, t / 2, s, weighting="flat")
+  assert float(flat_half) == pytest.approx(float(flat), rel=1e-6)
+  d_flat, _ = losses.mdm_discrete_loss(logits, x0, masked, maskable, t, s, 10,
+                                       weighting="flat")
+  assert float(d_flat) == pytest.approx(float(flat), rel=1e-6)
+  with pytest.raises(ValueError, match="weighting"):
+    losses.mdm_loss(logits, x0, masked, maskable, t, s, weighting="uniform")
+
+
 def test_mdm_loss_weight_depends_on_t():
   logits, x0, masked, maskable, t = _small_case(3)
   s = schedules.get_schedule("linear")

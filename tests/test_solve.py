@@ -165,8 +165,11 @@ def _run(*args):
 def test_cli_missing_checkpoint_and_usage_errors(tmp_path):
   code, _, errors = _run("--checkpoint", str(tmp_path / "nope"), SOL4)
   assert code == 5 and len(errors) == 1 and "does not exist" in errors[0]
-  code, _, errors = _run(SOL4)
-  assert code == 2 and len(errors) == 1 and "--checkpoint" in errors[0]
+  code, _, errors = _run(SOL4)  # no packaged model for 4x4 puzzles
+  assert code == 2 and len(errors) == 1 and "no packaged model for 4x4" in errors[0]
+  assert "--checkpoint" in errors[0]
+  code, _, errors = _run("--tries", "0", SOL4)
+  assert code == 2 and errors == ["error: --tries must be >= 1, got 0"]
 
 
 def test_cli_malformed_and_contradictory_puzzles(ckpt4, tmp_path):

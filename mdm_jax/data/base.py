@@ -64,6 +64,13 @@ class Task(abc.ABC):
         'correct': bool[N, L] (per-position correctness; meaningful on maskable positions)}
     """
 
+  def solver_rank(self, examples: Examples) -> np.ndarray | None:
+    """int[N, L] in the MDM layout: when the task's own step-by-step solver fills
+    each position (0 = first), -1 where it does not; None if the task has no solver
+    order. Evaluation compares a decoder's order against it."""
+    del examples
+    return None
+
   def arm_layout(self, ordering: str) -> Layout:
     raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
 

@@ -459,6 +459,21 @@ class SudokuTask(Task):
     return {"solved": complete & givens_kept,
             "correct": tokens == np.asarray(examples["solution"]) - 1}
 
+  def solver_rank(self, examples: Examples) -> np.ndarray | None:
+    """The seven-strategy solver's fill step of each cell (-1: given or not filled)."""
+    if "order" not in examples:
+      return None
+    self._check_examples(examples)
+    order = np.asarray(examples["order"])
+    puzzle = np.asarray(examples["puzzle"])
+    num, cells = puzzle.shape
+    rank = np.full((num, cells), -1, np.int64)
+    ok = order[..., 0] >= 0
+    cell = np.where(ok, order[..., 0] * self.n + order[..., 1], 0).astype(np.int64)
+    ex, t = np.nonzero(ok)
+    rank[ex, cell[ex, t]] = t
+    return np.where(puzzle == 0, rank, -1)
+
   # -- ARM -----------------------------------------------------------------------
   def arm_layout(self, ordering: str) -> Layout:
     self._validate_ordering(ordering)

@@ -788,6 +788,17 @@ class ZebraTask(base.Task):
     a = np.arange(self.max_attrs)[None, None, :]
     return (h < ex["num_houses"][:, None, None]) & (a < ex["num_attrs"][:, None, None])
 
+  def solver_rank(self, examples: base.Examples) -> np.ndarray | None:
+    """The deductive solver's fill step of each answer cell (-1 elsewhere)."""
+    if "order" not in examples:
+      return None
+    order = np.asarray(examples["order"], np.int64)  # [N, Hm*Am] flat cells, -1 pad
+    num = order.shape[0]
+    rank = np.full((num, self._answer_start + self.num_cells), -1, np.int64)
+    ex, t = np.nonzero(order >= 0)
+    rank[ex, self._answer_start + order[ex, t]] = t
+    return rank
+
   def mdm_encode(self, examples: base.Examples) -> dict[str, np.ndarray]:
     v = self.vocab
     prompt = self._prompt_tokens(examples)
