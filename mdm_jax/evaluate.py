@@ -690,6 +690,12 @@ def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyR
       paths.append(plots.plot_loss_curves(workdir, os.path.join(out_dir, "loss_curves.png")))
     except ValueError as e:
       print(f"note: no loss curves ({e})", file=sys.stderr)
+    try:
+      paths.append(plots.plot_solve_rate_vs_time(
+          workdir, os.path.join(out_dir, "solve_rate_vs_time.png"),
+          title=f"{task.name}: validation solve rate during training"))
+    except ValueError:
+      pass  # no periodic solve rate in this run
   return paths
 
 

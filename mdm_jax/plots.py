@@ -283,6 +283,49 @@ def plot_loss_curves(workdir_or_file: str, path: str, *, title: str | None = Non
   return _save(fig, path)
 
 
+def training_minutes(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+  """(steps, minutes of training at that step) from the records' wall times; the
+  start is extrapolated back from the first two records (compilation excluded)."""
+  pts = {int(r["step"]): float(r["time"]) for r in records
+         if isinstance(r.get("time"), (int, float))}
+  steps = np.asarray(sorted(pts), float)
+  if steps.size < 2:
+    raise ValueError("need at least two timed metric records")
+  times = np.asarray([pts[int(k)] for k in steps])
+  start = times[0] - steps[0] * (times[1] - times[0]) / max(steps[1] - steps[0], 1.0)
+  return steps, (times - start) / 60.0
+
+
+def plot_solve_rate_vs_time(workdir_or_file: str, path: str, *,
+                            keys: Sequence[str] = ("val/solve_rate", "val_raw/solve_rate"),
+                            title: str | None = None) -> str:
+  """The periodic validation solve rate against minutes of training (top axis: steps)."""
+  records = read_metrics(workdir_or_file)
+  all_steps, minutes = training_minutes(records)
+  fig, ax = plt.subplots(figsize=(6.0, 4))
+  plotted = 0
+  for k in keys:
+    steps, values = _series(records, k)
+    if steps.size == 0:
+      continue
+    label = {"val/solve_rate": "EMA params", "val_raw/solve_rate": "raw params"}.get(k, k)
+    ax.plot(np.interp(steps, all_steps, minutes), 100.0 * values, marker="o", label=label)
+    plotted += 1
+  if not plotted:
+    plt.close(fig)
+    raise ValueError(f"no solve-rate metric ({', '.join(keys)}) in {workdir_or_file}")
+  top = ax.secondary_xaxis("top", functions=(lambda m: np.interp(m, minutes, all_steps),
+                                             lambda st: np.interp(st, all_steps, minutes)))
+  top.set_xlabel("training step")
+  ax.set_xlabel("minutes of training")
+  ax.set_ylabel("validation puzzles solved (%)")
+  ax.set_ylim(-2, 102)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(title or "solve rate during training", fontsize=11)
+  return _save(fig, path)
+
+
 def _val_loss_key(records: Sequence[Mapping[str, Any]]) -> str:
   keys = loss_keys(records)
   for k in keys:

@@ -633,6 +633,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         out.update({f"{name}/{k}": v for k, v in _mean_metrics(hist).items()})
     if solve_rate.enabled:
       out["val/solve_rate"] = solve_rate(state["ema_params"], val_key)
+      if float(c.train.ema_decay) > 0.0:  # EMA lag: the raw params' rate too
+        out["val_raw/solve_rate"] = solve_rate(state["params"], val_key)
     return out
 
   def check_finite(state: State) -> None:
