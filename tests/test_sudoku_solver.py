@@ -12,13 +12,22 @@ from mdm_jax.data import sudoku_solver as ss
 
 # Two puzzles reported (issue #14) as finished by another implementation "with an
 # XY-wing". With the textbook seven strategies, in any order, they stop at 47 and 57
-# known cells (longer XY-chains are needed), and so does this solver.
+# known cells (longer XY-chains are needed), and so does this solver. The other
+# result is reproduced by the XY-wing of dokusan (the solver Shah et al. credit),
+# which takes the pivot to be the middle of the three cells in row-major order: with
+# the pivot last it removes the pivot/pincer digit from the cells seeing both (here
+# 5, from r0c7 and r3c3, rows and columns from 0), which is not a sound deduction
+# and happens to agree with these two solutions (see PIVOT_LAST_COUNTEREXAMPLE).
 ISSUE14 = [
     ("8...429..7.9.3.1.....1..7..9.236...8..68.......7..4..34....76...............2..4.",
      47),
     (".9..5.......4...37.41...5.8.69.....43....1.6...89..........71.....3.......5..93..",
      57),
 ]
+# A puzzle this solver finishes (XY-wings), where that pivot-in-the-middle reading
+# removes solution digits and then places nine wrong ones.
+PIVOT_LAST_COUNTEREXAMPLE = ("..3..9.8.861..........7.........3.64....9.7....45...1..2"
+                             "795...3.....12...56.3.87.")
 # A well-known puzzle that needs guessing (Arto Inkala's, 2012).
 INKALA = ("8..........36......7..9.2...5...7.......457.....1...3...1...."
           "68..85...1..9....4..")
@@ -220,6 +229,24 @@ def test_xy_wing_only_cells_seeing_both_pincers():
   assert got == {}
 
 
+@pytest.mark.parametrize("pivot,first,last,want", [
+    # issue #14, puzzle 1: pivot r1c7 {5,8} after pincers r0c8 {5,6} and r1c5 {6,8}
+    # in row-major order; z = 6 leaves r0c3..r0c5, r1c6 and r1c8.
+    (_rc(1, 7), (_rc(0, 8), [5, 6]), (_rc(1, 5), [6, 8]),
+     {_rc(0, k): [6] for k in (3, 4, 5)} | {_rc(1, 6): [6], _rc(1, 8): [6]}),
+    # issue #14, puzzle 2: pivot r6c3 {5,6}, pincers r4c3 {2,5} and r6c2 {2,6}; only
+    # r4c2 sees both pincers.
+    (_rc(6, 3), (_rc(4, 3), [2, 5]), (_rc(6, 2), [2, 6]), {_rc(4, 2): [2]}),
+])
+def test_xy_wing_pivot_last_removes_only_z(pivot, first, last, want):
+  """The pivot/pincer digit (5 in both) never leaves the cells seeing the pivot and
+  one pincer: only z leaves the cells seeing both pincers."""
+  digits = {5, 8} if pivot == _rc(1, 7) else {5, 6}
+  got = _elim(ss.XY_WING, {pivot: sorted(digits), first[0]: first[1],
+                           last[0]: last[1]})
+  assert got == want
+
+
 # ---------------------------------------------------------------------------------
 # The other eliminations, in both orientations.
 
@@ -391,6 +418,15 @@ def test_xy_wing_finishes_a_puzzle_and_fill_order_is_complete():
     assert set(cells[:k].tolist()) == set(np.nonzero(puzzles[i])[0].tolist())
     assert (order[:k, 3] == ss.GIVEN).all() and (order[k:, 3] >= 2).all()
     assert ss.XY_WING in order[k:, 3] and (order[:, 2] == grids[i][cells]).all()
+
+
+def test_pivot_last_counterexample_is_solved_correctly():
+  g = ss.geometry(3, 3)
+  puzzle = _puzzle(PIVOT_LAST_COUNTEREXAMPLE)
+  counts, sol = ss.count_solutions(g, puzzle)
+  res = ss.solve(g, puzzle)
+  assert counts[0] == 1 and res.solved[0] and (res.grid[0] == sol[0]).all()
+  assert res.max_strategy[0] == ss.XY_WING
 
 
 def test_puzzle_that_needs_guessing_stays_beyond():
