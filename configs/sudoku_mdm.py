@@ -56,7 +56,6 @@ def get_config(arg: str | None = None):
   elif preset == "cpu9":
     # 9x9 Sudoku (the paper's), a 0.81M model, about 45 minutes on 2 CPU cores. Measured:
     # past the loss plateau by step 600, but no validation puzzle solved by step 2,000.
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     common.tiny_model(c, num_layers=4, d_model=128, num_heads=8, mlp_dim=512)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 60_000, 512, 500, 200
     c.data.augment = True
@@ -70,7 +69,6 @@ def get_config(arg: str | None = None):
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
     c.sampler.strategies = ("vanilla", "random", "top_prob", "margin", "entropy")
   elif preset == "paper":
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     c.model.preset = "gpt2-6m"  # 3 x 384, 12 heads, dropout 0.1 (PAPER.md 4)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
         1_800_000, 2_048, 100_000, 100_000)
@@ -83,7 +81,6 @@ def get_config(arg: str | None = None):
     c.train.val_batches, c.train.val_puzzles = 8, 512
     c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
   elif preset == "gpu":
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     c.model.preset = "gpt2-6m"
     c.model.dtype = "bfloat16"
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
