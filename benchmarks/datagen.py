@@ -3,9 +3,12 @@
 Times unique-solution, strategy-rated easy 9x9 puzzles ('train' split: each has exactly
 one solution and is solved by the seven strategies, with its solver fill order) from
 `mdm_jax.data.sudoku.generate_examples`, then `qqwing --generate N --difficulty easy
---csv` on the same machine, and prints puzzles per second and the ratio.
+--csv` on the same machine, and prints puzzles per second and the ratio. Then hard
+9x9 puzzles ('hard' split: exactly one solution, not solvable by the seven
+strategies) in this process, against `qqwing --generate N --difficulty expert`, both
+per CPU-second of one core (qqwing is one thread).
 
-  .venv/bin/python benchmarks/datagen.py                 # 8192 puzzles, 2 workers
+  .venv/bin/python benchmarks/datagen.py                 # 8192 easy, 2 workers; 1000 hard
   .venv/bin/python benchmarks/datagen.py --num 2048 --workers 1 --hard 200
 """
 from __future__ import annotations
@@ -30,10 +33,10 @@ def _cpu() -> float:
   return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def time_qqwing(num: int) -> tuple[float, float]:
-  """(wall, CPU) seconds of `qqwing --generate num --difficulty easy --csv`."""
+def time_qqwing(num: int, difficulty: str = "easy") -> tuple[float, float]:
+  """(wall, CPU) seconds of `qqwing --generate num --difficulty D --csv`."""
   start, cpu = time.perf_counter(), _cpu()
-  out = subprocess.run(["qqwing", "--generate", str(num), "--difficulty", "easy",
+  out = subprocess.run(["qqwing", "--generate", str(num), "--difficulty", difficulty,
                         "--csv"], capture_output=True, text=True, check=True).stdout
   wall, cpu = time.perf_counter() - start, _cpu() - cpu
   made = sum(1 for line in out.splitlines()[1:] if line.strip())
@@ -47,8 +50,10 @@ def main() -> None:
   parser.add_argument("--num", type=int, default=8192, help="easy puzzles to make")
   parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
   parser.add_argument("--qqwing", type=int, default=400, help="qqwing puzzles")
-  parser.add_argument("--hard", type=int, default=0,
-                      help="also time this many 'hard' puzzles (0: skip)")
+  parser.add_argument("--hard", type=int, default=1000,
+                      help="hard 9x9 puzzles to make in this process (0: skip)")
+  parser.add_argument("--qqwing-expert", type=int, default=200,
+                      help="qqwing expert puzzles")
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args()
   if shutil.which("qqwing") is None:
@@ -78,11 +83,19 @@ def main() -> None:
   print("puzzles by hardest strategy : " + ", ".join(
       f"{ss.STRATEGY_NAMES[s]} {rated[s]}" for s in range(2, 9)))
   if args.hard:
-    start = time.perf_counter()
-    sd.generate_examples(3, 3, "hard", args.hard, args.seed, workers=args.workers)
-    seconds = time.perf_counter() - start
-    print(f"hard   : {args.hard} hard 9x9 puzzles in {seconds:.1f}s: "
-          f"{args.hard / seconds:.1f} puzzles/s")
+    start, cpu = time.perf_counter(), _cpu()
+    hard = sd.generate_examples(3, 3, "hard", args.hard, args.seed, workers=1)
+    seconds, cpu = time.perf_counter() - start, _cpu() - cpu
+    assert (hard["max_strategy"] == ss.BEYOND).all()
+    e_wall, e_cpu = time_qqwing(args.qqwing_expert, "expert")
+    ours, theirs = args.hard / cpu, args.qqwing_expert / e_cpu
+    print(f"hard 9x9: {ours:.0f} puzzles/s per core ({args.hard} puzzles in "
+          f"{cpu:.1f} CPU-s, {seconds:.1f}s wall, one process; givens: mean "
+          f"{hard['num_givens'].mean():.1f}, min {hard['num_givens'].min()})")
+    print(f"qqwing expert: {theirs:.0f} puzzles/s per core ({args.qqwing_expert} "
+          f"puzzles in {e_cpu:.1f} CPU-s, {e_wall:.1f}s wall)")
+    print(f"ratio  : easy {ours_cpu / theirs_cpu:.1f}x qqwing easy, hard "
+          f"{ours / theirs:.1f}x qqwing expert (per CPU-second)")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ def get_config(arg: str | None = None):
     if preset == "paper":
       c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
           1_800_000, 2_048, 100_000, 100_000)
-      c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
       # Not stated in PAPER.md; ~110 epochs of 1.8M puzzles at batch 64.
       c.train.steps = 3_000_000
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000

@@ -58,7 +58,6 @@ def get_config(arg: str | None = None):
     # 9x9 Sudoku (the paper's), a 0.81M model, at most 60 minutes of training on 2 CPU
     # cores. The flat weighting (mean CE over masked cells) leaves the loss plateau in
     # half the steps of the 1/t ELBO weighting (REPRODUCTION.md, ablation).
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     common.tiny_model(c, num_layers=4, d_model=128, num_heads=8, mlp_dim=512)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 60_000, 512, 500, 200
     c.data.augment = True
@@ -73,7 +72,6 @@ def get_config(arg: str | None = None):
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
     c.sampler.strategies = ("vanilla", "random", "top_prob", "margin", "entropy")
   elif preset == "paper":
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     c.model.preset = "gpt2-6m"  # 3 x 384, 12 heads, dropout 0.1 (PAPER.md 4)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
         1_800_000, 2_048, 100_000, 100_000)
@@ -86,7 +84,6 @@ def get_config(arg: str | None = None):
     c.train.val_batches, c.train.val_puzzles = 8, 512
     c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
   elif preset == "gpu":
-    c.data.shard_size = 4_096  # one 9x9 generation block per shard: no waste
     c.model.preset = "gpt2-6m"
     c.model.dtype = "bfloat16"
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (

@@ -60,7 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.ordering = ""  # ARM ordering (task.arm_orderings), '' for MDM / pi
   c.data.pi_order = "identity"  # pi objective: identity|much_closer|closer|uniform
   c.data.worker_count = 0  # grain worker processes (0 = in the main process)
-  c.data.shard_size = 1_000  # examples per stored shard (the unit of parallel generation)
+  # Examples per stored shard (the unit of parallel generation); 0: the task's
+  # preferred size (Task.preferred_shard_size: 4,096 for 9x9 Sudoku, else 1,000).
+  # A dataset already stored keeps its own.
+  c.data.shard_size = 0
   c.data.gen_workers = 0  # processes generating shards; 0 = one per CPU core (max 8)
 
   c.model = ml_collections.ConfigDict()

@@ -801,12 +801,13 @@ def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict
             _cfg_get(saved, "data.num_test", 1000))
   data_dir = os.path.expanduser(str(_cfg_get(config, "data.dir", None) or
                                     _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
-  shard_size = _cfg_get(saved, "data.shard_size", None)
+  # As in training: a stored dataset keeps its shard size; a new one takes the run's
+  # (0 or none saved: the task's preferred size).
+  shard_size = int(_cfg_get(saved, "data.shard_size", 0) or 0) or None
   workers = store.default_workers(_cfg_get(config, "data.gen_workers", 0) or 0)
   path = store.ensure_dataset(task, split, num, int(_cfg_get(saved, "data.seed", 0)),
-                              data_dir, shard_size=None if shard_size is None else int(
-                                  shard_size), progress=jax.process_index() == 0,
-                              workers=workers)
+                              data_dir, shard_size=shard_size, keep_stored_shard_size=True,
+                              progress=jax.process_index() == 0, workers=workers)
   return store.load_examples(path)
 
 

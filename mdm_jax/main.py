@@ -124,7 +124,7 @@ def prepare_data(config: ml_collections.ConfigDict,
       field = {"hard": "num_hard"}.get(name, "num_test")
       split, num, split_seed = name, int(c.data[field]), seed
     out[name] = store.ensure_dataset(
-        task, split, num, split_seed, data_dir, shard_size=int(c.data.shard_size),
+        task, split, num, split_seed, data_dir, shard_size=int(c.data.shard_size) or None,
         keep_stored_shard_size=True, progress=True,
         workers=store.default_workers(c.data.gen_workers))
     print(f"{name}: {out[name]}", flush=True)

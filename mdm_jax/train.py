@@ -102,9 +102,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(config.data.pi_order in losses.PI_KINDS,
            f"config.data.pi_order={config.data.pi_order!r}; choose one of "
            f"{', '.join(losses.PI_KINDS)}")
-  for name in ("num_train", "num_val", "shard_size"):
+  for name in ("num_train", "num_val"):
     _check(int(config.data[name]) >= 1, f"config.data.{name} must be >= 1")
-  for name in ("gen_workers", "worker_count"):
+  for name in ("shard_size", "gen_workers", "worker_count"):
     _check(int(config.data[name]) >= 0, f"config.data.{name} must be >= 0")
 
 
@@ -403,11 +403,12 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
 
 
 def _ensure(run: Run, split: str, num: int, seed: int) -> str:
-  """ensure_dataset with config.data; an existing dataset keeps its own shard size."""
+  """ensure_dataset with config.data; an existing dataset keeps its own shard size
+  (shard_size 0: the task's preferred one)."""
   c = run.config
   return store.ensure_dataset(
       run.task, split, num, seed, os.path.expanduser(c.data.dir),
-      shard_size=int(c.data.shard_size), keep_stored_shard_size=True,
+      shard_size=int(c.data.shard_size) or None, keep_stored_shard_size=True,
       progress=jax.process_index() == 0, workers=store.default_workers(c.data.gen_workers))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -82,11 +83,24 @@ class SlowTask(DummyTask):
   sleep_s = 0.1
 
 
+class PreferTask(DummyTask):
+  """A task with its own preferred shard size and a versioned 'test' generator."""
+  name = "_test_prefer"
+  version = 2
+
+  def preferred_shard_size(self, split):
+    return 7
+
+  def data_identity(self, split):
+    return {"test_generator_version": PreferTask.version} if split == "test" else {}
+
+
 @pytest.fixture
 def registered(monkeypatch):
   """Registers the dummy tasks for `get_task` / the CLI, for one test only."""
   monkeypatch.setitem(base._REGISTRY, DummyTask.name, DummyTask)
   monkeypatch.setitem(base._REGISTRY, SlowTask.name, SlowTask)
+  monkeypatch.setitem(base._REGISTRY, PreferTask.name, PreferTask)
   monkeypatch.setattr(DummyTask, "fail_on_seed", None)
 
 
@@ -262,6 +276,86 @@ def test_mismatched_dataset_refused_and_kept(tmp_path):
                        overwrite=True)
   assert store.read_manifest(path)["params"] == {"length": 12}
   assert _file_bytes(path) == before
+
+
+def test_default_shard_size_is_the_tasks_preferred(tmp_path):
+  task = PreferTask()
+  assert base.DEFAULT_SHARD_SIZE == DummyTask().preferred_shard_size("train") == 1000
+  path = store.ensure_dataset(task, "train", 20, 0, str(tmp_path), progress=False)
+  m = store.read_manifest(path)
+  assert (m["shard_size"], m["num_shards"]) == (7, 3)
+  # A stored dataset keeps its own size when none is asked for (or it is kept).
+  other = store.ensure_dataset(task, "train", 20, 1, str(tmp_path), shard_size=10,
+                               progress=False)
+  assert store.ensure_dataset(task, "train", 20, 1, str(tmp_path), progress=False) == other
+  store.ensure_dataset(task, "train", 20, 1, str(tmp_path), shard_size=3,
+                       keep_stored_shard_size=True, progress=False)
+  assert store.read_manifest(other)["shard_size"] == 10
+
+
+def test_config_and_cli_shard_size_zero_is_the_tasks_preferred(tmp_path, registered,
+                                                                capsys):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mdm_jax import config_schema, evaluate, main  # pylint: disable=g-import-not-at-top
+  c = config_schema.base_config()
+  assert c.data.shard_size == 0  # the default: each task's preferred size
+  for preset in ("cpu9", "paper", "gpu"):  # no 9x9 preset overrides it any more
+    spec = importlib.util.spec_from_file_location(
+        "sudoku_mdm", os.path.join(ROOT, "configs", "sudoku_mdm.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.get_config(preset).data.shard_size == 0
+  c.task.name, c.task.params = PreferTask.name, {}
+  c.data.dir, c.data.num_train, c.data.num_val, c.data.num_test = str(tmp_path), 20, 5, 9
+  c.data.gen_workers, c.eval.splits = 1, ("test",)
+  paths = main.prepare_data(c, ["train", "eval"])
+  assert store.read_manifest(paths["train"])["shard_size"] == 7
+  assert store.read_manifest(paths["test"])["shard_size"] == 7
+  # Evaluation asks for the same datasets by the same rule (0 or none saved).
+  for saved_size in (0, None):
+    saved = ml_collections.ConfigDict({"data": {"num_test": 9, "seed": 0,
+                                                "shard_size": saved_size}})
+    ex = evaluate._dataset(ml_collections.ConfigDict({"data": {"dir": str(tmp_path)}}),
+                           saved, PreferTask(), "test")
+    assert ex["x"].shape == (9, LENGTH)
+  # The CLI: no --shard-size, or 0.
+  capsys.readouterr()
+  for extra in ([], ["--shard-size", "0"]):
+    out = str(tmp_path / f"cli{len(extra)}")
+    assert cli.main(["--task", PreferTask.name, "--num", "15", "--out", out,
+                     "--no-progress", *extra]) == 0
+    path = capsys.readouterr().out.strip()
+    assert store.read_manifest(path)["shard_size"] == 7
+
+
+def test_data_identity_refuses_other_generator_versions(tmp_path, monkeypatch):
+  task = PreferTask()
+  path = store.ensure_dataset(task, "test", 10, 0, str(tmp_path), progress=False)
+  assert store.read_manifest(path)["test_generator_version"] == 2
+  monkeypatch.setattr(PreferTask, "version", 3)
+  with pytest.raises(store.DatasetError, match=r"test_generator_version=2 \(asked 3\)"):
+    store.ensure_dataset(task, "test", 10, 0, str(tmp_path), progress=False)
+  # A manifest from before the field existed is refused too.
+  monkeypatch.setattr(PreferTask, "version", 2)
+  m = store.read_manifest(path)
+  del m["test_generator_version"]
+  store._write_manifest(path, m)
+  with pytest.raises(store.DatasetError, match=r"test_generator_version=None \(asked 2\)"):
+    store.ensure_dataset(task, "test", 10, 0, str(tmp_path), progress=False)
+  # Splits without such fields are not affected.
+  train = store.ensure_dataset(task, "train", 10, 0, str(tmp_path), progress=False)
+  assert "test_generator_version" not in store.read_manifest(train)
+
+
+def test_sudoku_hard_datasets_record_the_hard_generator(tmp_path):
+  from mdm_jax.data import sudoku as sd  # pylint: disable=g-import-not-at-top
+  task = base.get_task("sudoku", box_rows=2, box_cols=3)
+  path = store.ensure_dataset(task, "hard", 2, 0, str(tmp_path), progress=False)
+  m = store.read_manifest(path)
+  assert m["hard_generator_version"] == sd.HARD_GENERATOR_VERSION
+  assert m["shard_size"] == 1000  # 6x6 keeps the old default shard size
+  easy = store.ensure_dataset(task, "test", 2, 0, str(tmp_path), progress=False)
+  assert "hard_generator_version" not in store.read_manifest(easy)
 
 
 def test_corrupt_shard_refused_and_kept(tmp_path):

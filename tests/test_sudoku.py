@@ -97,6 +97,53 @@ def test_hard_puzzles_unique_and_not_strategy_solvable(hard6):
   assert (res.status == ss.STUCK).all()
 
 
+@pytest.fixture(scope="module")
+def hard9():
+  return sd.generate_examples(3, 3, "hard", 6, seed=4, workers=1)
+
+
+def test_hard_9x9_unique_not_strategy_solvable_and_held_out(hard9):
+  _check_examples(hard9, 3, 3, easy=False)  # count_solutions_simple: one solution
+  res = ss.solve(ss.geometry(3, 3), hard9["puzzle"])
+  assert (res.status == ss.STUCK).all() and (hard9["max_strategy"] == ss.BEYOND).all()
+  assert sd.heldout(hard9["solution"], 9).all()  # never a training grid
+  assert hard9["num_givens"].min() >= 17
+
+
+def test_hard_generation_is_deterministic():
+  def make(num, seed):
+    return sd.generate_examples(3, 3, "hard", num, seed=seed, workers=1, block=48)
+  a, again, fewer, other = make(20, 4), make(20, 4), make(3, 4), make(3, 5)
+  for k in a:
+    np.testing.assert_array_equal(a[k], again[k])
+    np.testing.assert_array_equal(a[k][:3], fewer[k])
+  assert not np.array_equal(fewer["puzzle"], other["puzzle"])
+  # Blocks made together (one clue-removal pool) are the blocks made one by one.
+  together = sd.generate_blocks(3, 3, "hard", 1, 2, 3, size=40)
+  assert sum(ex["puzzle"].shape[0] for ex in together) > 0
+  for b, ex in enumerate(together):
+    alone = sd.generate_block(3, 3, "hard", 1, 2 + b, size=40)
+    for k in ex:
+      np.testing.assert_array_equal(ex[k], alone[k])
+
+
+@pytest.mark.parametrize("shape, num", [((2, 2), 20), ((2, 3), 12), ((3, 3), 2)])
+def test_unique_minimal_is_the_one_clue_at_a_time_rule(shape, num):
+  g = ss.geometry(*shape)
+  rng = np.random.default_rng(11)
+  grids = ss.random_grids(g, num, rng)
+  order = np.argsort(rng.random(grids.shape), 1)
+  got = ss.unique_minimal(g, grids, order_BxN=order, slots=5)  # a pool refilled
+  for i in range(num):
+    want = grids[i].copy()
+    for cell in order[i]:  # keep a removal iff the puzzle stays unique
+      trial = want.copy()
+      trial[cell] = 0
+      if ss.count_solutions_simple(trial, *shape) == 1:
+        want = trial
+    np.testing.assert_array_equal(got[i], want)
+
+
 def test_solver_solves_easy_and_matches_solution(easy9):
   res = ss.solve(ss.geometry(3, 3), easy9["puzzle"])
   assert res.solved.all()
@@ -253,6 +300,16 @@ def test_workers_do_not_change_the_result():
   b = sd.generate_examples(2, 2, "train", 600, seed=3, workers=2)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_preferred_shard_sizes_and_hard_identity():
+  t9, t6 = get_task("sudoku"), get_task("sudoku", box_rows=2, box_cols=3)
+  for split in t9.splits:  # 9x9: one easy generation block per shard
+    assert t9.preferred_shard_size(split) == sd.block_size(t9.geometry) == 4096
+    assert t6.preferred_shard_size(split) == 1000  # what 6x6 datasets always used
+  assert t9.data_identity("train") == t9.data_identity("test") == {}
+  assert t6.data_identity("hard") == {"hard_generator_version": sd.HARD_GENERATOR_VERSION}
+  assert sd.HARD_GENERATOR_VERSION >= 2
 
 
 def test_task_interface_and_validation():

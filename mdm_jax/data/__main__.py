@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                       "OUT/<task>-<params hash>/<split>-s<seed>-n<num>")
   p.add_argument("--seed", type=int, default=0, help="base seed (>= 0; default: 0)")
   p.add_argument("--shard-size", type=int, default=None,
-                 help="examples per shard (default: the stored one, else 5000)")
+                 help="examples per shard (default or 0: the stored one, else the "
+                      "task's preferred size, e.g. 4096 for 9x9 Sudoku, 1000 for most)")
   p.add_argument("--workers", type=int, default=1,
                  help="parallel generator processes (default: 1)")
   p.add_argument("--param", type=_parse_param, action="append", default=[],
@@ -67,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       raise ValueError("a --param key is given twice")
     task = base.get_task(args.task, **params)
     path = store.ensure_dataset(task, args.split, args.num, args.seed, args.out,
-                                shard_size=args.shard_size, progress=not args.no_progress,
+                                shard_size=args.shard_size or None,
+                                progress=not args.no_progress,
                                 workers=args.workers, verify=args.verify,
                                 overwrite=args.overwrite)
   except KeyboardInterrupt:

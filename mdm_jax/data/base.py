@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 Examples = dict[str, np.ndarray]
+DEFAULT_SHARD_SIZE = 1_000  # `Task.preferred_shard_size` unless a task says otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +88,20 @@ class Task(abc.ABC):
     """Random symmetry of the examples (identity unless the task has symmetries)."""
     del rng
     return examples
+
+  def preferred_shard_size(self, split: str) -> int:
+    """Examples per stored shard of `split` when none is asked for (config
+    `data.shard_size = 0`, or no `--shard-size`): e.g. a whole number of the
+    generator's blocks, so that no shard makes examples it throws away."""
+    del split
+    return DEFAULT_SHARD_SIZE
+
+  def data_identity(self, split: str) -> dict[str, Any]:
+    """JSON fields naming how `split` is generated beyond (params, split, num,
+    seed), e.g. a generator version: stored datasets record them in their manifest,
+    and one whose fields differ is refused. Bump them when generation changes."""
+    del split
+    return {}
 
   def validate_split(self, split: str) -> None:
     if split not in self.splits:

@@ -39,7 +39,6 @@ import numpy as np
 from mdm_jax.data import base
 
 FORMAT_VERSION = 1
-DEFAULT_SHARD_SIZE = 5000
 MANIFEST = "manifest.json"
 OBJECTIVES = ("mdm", "arm", "pi")
 
@@ -164,10 +163,15 @@ def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
 
 def _identity(task: base.Task, split: str, num: int, seed: int,
               shard_size: int) -> dict[str, Any]:
-  return {"format_version": FORMAT_VERSION, "task": task.name,
-          "params": _canonical_params(task.params()), "split": split, "seed": seed,
-          "num": num, "shard_size": shard_size,
-          "num_shards": len(_shard_counts(num, shard_size))}
+  identity = {"format_version": FORMAT_VERSION, "task": task.name,
+              "params": _canonical_params(task.params()), "split": split,
+              "seed": seed, "num": num, "shard_size": shard_size,
+              "num_shards": len(_shard_counts(num, shard_size))}
+  extra = _canonical_params(task.data_identity(split))
+  clash = sorted(set(extra) & (set(identity) | {"shards", "spec", "complete"}))
+  if clash:
+    raise ValueError(f"{task.name}.data_identity uses reserved manifest keys {clash}")
+  return {**identity, **extra}
 
 
 def _identity_mismatch(manifest: Mapping[str, Any], want: Mapping[str, Any]) -> str | None:
@@ -284,7 +288,8 @@ def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: s
     seed: non-negative base seed; shard i uses `shard_seed(seed, split, i)`.
     data_dir: root directory; the dataset goes to `dataset_dir(...)`.
     shard_size: examples per shard; None means the stored one for an existing
-      dataset, else DEFAULT_SHARD_SIZE. Part of the dataset's identity.
+      dataset, else `task.preferred_shard_size(split)`. Part of the dataset's
+      identity, as are `task.data_identity(split)`'s fields.
     keep_stored_shard_size: `shard_size` is only for a dataset not stored yet; an
       existing one keeps its own (what configs want: a changed default does not
       invalidate datasets already made).
@@ -311,7 +316,8 @@ def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: s
   def identity(manifest):
     size = shard_size
     if size is None:
-      size = manifest["shard_size"] if manifest else DEFAULT_SHARD_SIZE
+      size = manifest["shard_size"] if manifest else _check_int(
+          "preferred_shard_size", task.preferred_shard_size(split), 1)
     return _identity(task, split, num, seed, size)
 
   def validated(manifest):

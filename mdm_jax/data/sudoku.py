@@ -21,8 +21,11 @@ clues are removed in a random order, in chunks that shrink on failure, while the
 strategy solver still solves the puzzle (a puzzle the solver finishes without the
 unique-rectangle rule has exactly one solution, since every step is a sound
 deduction; when the rule was used, a solution counter confirms uniqueness). 'hard'
-puzzles then lose further clues while a brute-force solution counter still finds
-exactly one solution, and are kept when the strategy solver gets stuck.
+puzzles come from other grids: their clues are removed in a random order while the
+puzzle keeps exactly one solution (`sudoku_solver.unique_minimal`: singles
+propagation and a batched depth-first search decide each removal), and the
+unique-minimal puzzles the strategy solver gets stuck on are kept (about a third
+of 9x9 grids give one).
 """
 from __future__ import annotations
 
@@ -149,33 +152,6 @@ def _grids_for_side(g: ss.Geometry, num: int, want_heldout: bool,
   return out
 
 
-def _remove_clues_unique(g: ss.Geometry, puzzles: np.ndarray, solutions: np.ndarray,
-                         rng: np.random.Generator) -> np.ndarray:
-  """Removes further clues, in a random order, while exactly one solution remains.
-
-  Removing clue c from a puzzle whose only solution is S leaves it unique iff no
-  solution has cell c != S[c]: one existence search per trial.
-  """
-  puzzles = puzzles.copy()
-  num, cells = puzzles.shape
-  clues = np.argsort(np.where(puzzles > 0, rng.random((num, cells)), 2.0), 1)
-  rows = np.arange(num)
-  for j in range(cells):
-    cell = clues[:, j]
-    live = np.nonzero(puzzles[rows, cell] > 0)[0]
-    if live.size == 0:
-      break
-    trial = puzzles[live].copy()
-    trial[np.arange(live.size), cell[live]] = 0
-    exclude = np.zeros(trial.shape, np.uint16)
-    exclude[np.arange(live.size), cell[live]] = np.left_shift(
-        1, solutions[live, cell[live]].astype(np.uint16) - 1)
-    other, _ = ss.count_solutions(g, trial, limit=1, exclude_BxN=exclude)
-    ok = other == 0
-    puzzles[live[ok]] = trial[ok]
-  return puzzles
-
-
 def examples_from_puzzles(g: ss.Geometry, puzzles: np.ndarray,
                           solutions: np.ndarray, check: bool = True
                           ) -> tuple[Examples, np.ndarray]:
@@ -205,8 +181,50 @@ def _concat(parts: list[Examples], g: ss.Geometry) -> Examples:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def block_size(g: ss.Geometry) -> int:
+# Identifies how 'hard' puzzles are made (stored 'hard' datasets record it, and one
+# made by another version is refused). 1: strategy-minimal puzzles that then lost
+# clues while unique, from blocks of 4,096 (9x9) or 256 grids; 2: unique-minimal
+# puzzles (`sudoku_solver.unique_minimal`) from blocks of 512 grids.
+HARD_GENERATOR_VERSION = 2
+_HARD_GROUP_GRIDS = 2048  # hard blocks share one clue-removal pool up to this size
+
+
+def block_size(g: ss.Geometry, split: str = "train") -> int:
+  """Grids per generation block: the easy puzzles one block makes ('train',
+  'test'), or the grids one block tries for hard puzzles ('hard'; about a third of
+  9x9 grids and a fiftieth of 6x6 ones give one)."""
+  if split == "hard":
+    return 512
   return 4096 if g.n >= 9 else 256
+
+
+def _block_rng(box_rows: int, box_cols: int, split: str, seed: int,
+               block: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence(
+      entropy=seed, spawn_key=(_SPLIT_CODES[split], box_rows, box_cols, block)))
+
+
+def generate_blocks(box_rows: int, box_cols: int, split: str, seed: int, first: int,
+                    count: int, size: int | None = None) -> list[Examples]:
+  """`generate_block` of blocks first, ..., first+count-1 (hard blocks share one
+  clue-removal pool, which is faster than one pool each and gives the same)."""
+  if split != "hard":
+    return [generate_block(box_rows, box_cols, split, seed, b, size)
+            for b in range(first, first + count)]
+  g = ss.geometry(box_rows, box_cols)
+  size = size or block_size(g, split)
+  grids, orders = [], []
+  for b in range(first, first + count):
+    rng = _block_rng(box_rows, box_cols, split, seed, b)
+    grids.append(_grids_for_side(g, size, True, rng))
+    orders.append(np.argsort(rng.random((size, g.num_cells)), 1))  # removal order
+  grids = np.concatenate(grids)
+  puzzles = ss.unique_minimal(g, grids, order_BxN=np.concatenate(orders))
+  # Unique by construction; hard if the strategies get stuck.
+  ex, _ = examples_from_puzzles(g, puzzles, grids, check=False)
+  hard = ex["max_strategy"] == ss.BEYOND
+  return [_take(ex, np.nonzero(hard[i * size:(i + 1) * size])[0] + i * size)
+          for i in range(count)]
 
 
 def generate_block(box_rows: int, box_cols: int, split: str, seed: int,
@@ -214,18 +232,15 @@ def generate_block(box_rows: int, box_cols: int, split: str, seed: int,
   """The examples of one generation block, a pure function of its arguments: `size`
   (default `block_size`) easy puzzles for 'train'/'test' (a few spare grids cover
   the rare rejects), or the hard puzzles found from `size` grids for 'hard'."""
-  g = ss.geometry(box_rows, box_cols)
-  rng = np.random.default_rng(np.random.SeedSequence(
-      entropy=seed, spawn_key=(_SPLIT_CODES[split], box_rows, box_cols, block)))
-  size = size or block_size(g)
-  spare = 0 if split == "hard" else size // 32 + 8
-  grids = _grids_for_side(g, size + spare, split != "train", rng)
-  puzzles = ss.strategy_minimal(g, grids, rng)
   if split == "hard":
-    puzzles = _remove_clues_unique(g, puzzles, grids, rng)
+    return generate_blocks(box_rows, box_cols, split, seed, block, 1, size)[0]
+  g = ss.geometry(box_rows, box_cols)
+  rng = _block_rng(box_rows, box_cols, split, seed, block)
+  size = size or block_size(g, split)
+  grids = _grids_for_side(g, size + size // 32 + 8, split != "train", rng)
+  puzzles = ss.strategy_minimal(g, grids, rng)
   ex, used = examples_from_puzzles(g, puzzles, grids, check=False)
-  solved = ex["max_strategy"] != ss.BEYOND
-  keep = ~solved if split == "hard" else solved
+  keep = ex["max_strategy"] != ss.BEYOND
   # The unique-rectangle rule presumes uniqueness: confirm by counting.
   ur = keep & (((used >> ss.UNIQUE_RECTANGLE) & 1) == 1)
   if ur.any():
@@ -240,14 +255,16 @@ def generate_examples(box_rows: int, box_cols: int, split: str, num: int, seed: 
   """`num` examples of `split`: blocks of `block` candidate grids (default
   `block_size`) generate in order until `num` are made, so the result depends on
   (shape, split, num, seed, block) only, not on `workers`, and a smaller `num` gives
-  a prefix of a larger one. Stored datasets waste least with shards of a whole
-  number of blocks (4,096 for 9x9)."""
+  a prefix of a larger one. Stored easy datasets waste least with shards of a whole
+  number of blocks (4,096 for 9x9: `SudokuTask.preferred_shard_size`). Hard blocks
+  are made a few at a time (as many as the yield so far says are needed)."""
   g = ss.geometry(box_rows, box_cols)
-  size = block or block_size(g)
+  size = block or block_size(g, split)
+  hard = split == "hard"
   if workers is None:  # one process per block, up to the number of CPUs
     workers = max(1, min(os.cpu_count() or 1, -(-num // size)))
   if max_blocks is None:
-    max_blocks = 64 + 16 * (num // size + 1)
+    max_blocks = 64 + (64 if hard else 16) * (num // size + 1)
   parts, have, index = [], 0, 0
   pool = None
   if workers > 1:
@@ -261,19 +278,24 @@ def generate_examples(box_rows: int, box_cols: int, split: str, num: int, seed: 
             f"{box_rows}x{box_cols} boxes in {index} blocks; this box shape may have "
             f"(almost) no such puzzles")
       width = 1 if pool is None else workers
-      if split != "hard":  # easy blocks almost always make `size` puzzles
+      group = 1  # blocks per call
+      if not hard:  # easy blocks almost always make `size` puzzles
         width = min(width, -(-(num - have) // size))
-      ids = range(index, index + width)
-      args = [(box_rows, box_cols, split, seed, i, size) for i in ids]
+      elif index:  # blocks still needed at the yield so far (4 if none yet)
+        need = -(-(num - have) * index // have) if have else 4 * width
+        group = max(1, min(-(-need // width), _HARD_GROUP_GRIDS // size,
+                           max_blocks - index))
+      args = [(box_rows, box_cols, split, seed, index + i * group, group, size)
+              for i in range(width)]
       if pool is None:
-        results = [generate_block(*a) for a in args]
+        results = [generate_blocks(*a) for a in args]
       else:
-        results = list(pool.map(generate_block, *zip(*args)))
-      for r in results:
+        results = list(pool.map(generate_blocks, *zip(*args)))
+      for r in (r for rs in results for r in rs):
         if have < num:
           parts.append(r)
           have += r["puzzle"].shape[0]
-      index += len(ids)
+      index += width * group
   finally:
     if pool is not None:
       pool.shutdown()
@@ -426,6 +448,16 @@ class SudokuTask(Task):
 
   def load_puzzle_file(self, path: str) -> Examples:
     return load_puzzle_file(path, self.box_rows, self.box_cols)
+
+  def preferred_shard_size(self, split: str) -> int:
+    """9x9: one easy generation block (4,096) per shard, for every split; smaller
+    boxes keep the general default (1,000, which their stored datasets use)."""
+    if self.n >= 9:
+      return block_size(self.geometry, "train")
+    return super().preferred_shard_size(split)
+
+  def data_identity(self, split: str) -> dict[str, Any]:
+    return {"hard_generator_version": HARD_GENERATOR_VERSION} if split == "hard" else {}
 
   def _check_examples(self, examples: Examples) -> None:
     for key in ("puzzle", "solution"):

@@ -742,6 +742,164 @@ def count_solutions_simple(grid, box_rows: int, box_cols: int, limit: int = 2) -
 
 
 # ----------------------------------------------------------------------------------
+# Unique-minimal puzzles: a depth-first solution search per trial, batched.
+
+
+class _Stack:
+  """Saved search states (cand, placed mask) of many columns: linked lists in one
+  growing pool of slot-major rows, `top[col]` the newest entry of each column (-1:
+  empty)."""
+
+  def __init__(self, cells: int, cols: int):
+    self.c = np.zeros((4 * cols, cells), np.uint16)
+    self.pm = np.zeros_like(self.c)
+    self.prev = np.zeros(4 * cols, np.int64)
+    self.free = np.arange(4 * cols)[::-1].copy()
+    self.nfree = self.free.size
+    self.top = np.full(cols, -1, np.int64)
+
+  def push(self, cols: np.ndarray, c: np.ndarray, pm: np.ndarray) -> np.ndarray:
+    """Saves states c, pm [N, len(cols)] on top of `cols`; returns their slots."""
+    b = cols.size
+    if self.nfree < b:
+      cap, extra = self.prev.size, max(self.prev.size, b)
+      self.c = np.vstack([self.c, np.zeros((extra, self.c.shape[1]), np.uint16)])
+      self.pm = np.vstack([self.pm, np.zeros((extra, self.c.shape[1]), np.uint16)])
+      self.prev = np.concatenate([self.prev, np.zeros(extra, np.int64)])
+      self.free = np.concatenate([self.free, np.zeros(extra, np.int64)])
+      self.free[self.nfree:self.nfree + extra] = np.arange(cap, cap + extra)[::-1]
+      self.nfree += extra
+    slots = self.free[self.nfree - b:self.nfree]
+    self.nfree -= b
+    self.c[slots], self.pm[slots] = c.T, pm.T
+    self.prev[slots] = self.top[cols]
+    self.top[cols] = slots
+    return slots
+
+  def pop(self, cols: np.ndarray):
+    """-> (cand, placed mask) [N, len(cols)] of the newest states of `cols`."""
+    slots = self.top[cols]
+    self.top[cols] = self.prev[slots]
+    self._release(slots)
+    return self.c[slots].T, self.pm[slots].T
+
+  def clear(self, cols: np.ndarray) -> None:
+    slots = self.top[cols]
+    self.top[cols] = -1
+    while True:
+      slots = slots[slots >= 0]
+      if slots.size == 0:
+        return
+      self._release(slots)
+      slots = self.prev[slots]
+
+  def _release(self, slots: np.ndarray) -> None:
+    self.free[self.nfree:self.nfree + slots.size] = slots
+    self.nfree += slots.size
+
+  def keep(self, cols: np.ndarray) -> None:
+    """Keeps only the columns `cols` (whose stacks stay), renumbered 0..len-1."""
+    self.top = self.top[cols]
+
+
+def unique_minimal(g: Geometry, solutions_BxN: np.ndarray,
+                   rng: np.random.Generator | None = None, *,
+                   order_BxN: np.ndarray | None = None, slots: int = 2048) -> np.ndarray:
+  """Unique-minimal puzzles from complete grids: the clues are removed one at a
+  time in a random order (`order_BxN`: each grid's cells in removal order, default
+  drawn from `rng`), each removal kept iff the puzzle keeps exactly one solution.
+  Every clue left is then needed for uniqueness.
+
+  The result is that of the one-at-a-time rule, computed faster:
+  - the next `chunk` clues go at once when singles propagation alone deduces them
+    all again (every solution then agrees with the grid on them, so the puzzle
+    stays unique, and each single removal would have kept it unique); a chunk that
+    propagation cannot deduce halves, down to single clues;
+  - a single clue x goes iff a depth-first search finds no solution with
+    x != grid[x] (the puzzle before the removal has the grid as its only solution).
+  Trials run as the columns of one pool of up to `slots` grids, one singles step a
+  round, a finished trial's column taking its grid's next trial (or the next grid).
+  """
+  grids = np.asarray(solutions_BxN, np.int8)
+  m, cells = grids.shape
+  if order_BxN is None:
+    order_BxN = np.argsort(rng.random((m, cells)), 1)
+  rank = np.empty((m, cells), np.int64)
+  np.put_along_axis(rank, np.asarray(order_BxN, np.int64),
+                    np.arange(cells)[None].repeat(m, 0), 1)
+  puzzles = grids.copy()
+  digit_bits = np.left_shift(np.uint16(1), np.maximum(grids, 1).astype(np.uint16) - 1)
+  ptr = np.zeros(m, np.int64)  # clues before ptr in the order are decided
+  chunk = np.full(m, max(1, cells // 4), np.int64)
+  size = min(slots, m)
+  grid = np.arange(size)  # grid of each pool column, -1 when idle
+  queue = size  # next grid not yet started
+  c, pm, tgt = (np.zeros((cells, size), np.uint16) for _ in range(3))
+  single = np.zeros(size, bool)  # the column searches (one clue) or propagates
+  stack = _Stack(cells, size)
+
+  def load(cols):
+    gi = grid[cols]
+    pos = rank[gi] - ptr[gi][:, None]
+    t = (pos >= 0) & (pos < chunk[gi][:, None])
+    c0, pm0, _ = _initial_state(g, puzzles[gi] * ~t, check=False)
+    one = chunk[gi] == 1
+    c0 &= ~(digit_bits[gi] * (t & one[:, None])).T  # search: x != grid[x]
+    c[:, cols], pm[:, cols], tgt[:, cols], single[cols] = c0, pm0, _m16(t.T), one
+
+  load(np.arange(size))
+  while True:
+    live = grid >= 0
+    if not live.any():
+      break
+    if (~live).sum() > max(64, grid.size // 8):  # drop idle columns
+      grid, single, c, pm, tgt = grid[live], single[live], c[:, live], pm[:, live], \
+          tgt[:, live]
+      stack.keep(np.nonzero(live)[0])
+      live = live[live]
+    c, pm, progressed, bad = _singles_step(g, c, pm)
+    solved = ~bad & (pm != 0).all(0)
+    reached = ~bad & ~(tgt & ~pm).any(0)
+    empty = stack.top < 0
+    ok = live & np.where(single, bad & empty, reached)
+    fail = live & np.where(single, solved, ~reached & (bad | ~progressed))
+    back = np.nonzero(live & single & bad & ~empty)[0]
+    if back.size:  # dead end: the newest saved alternative
+      c[:, back], pm[:, back] = stack.pop(back)
+    split = np.nonzero(live & single & ~bad & ~solved & ~progressed)[0]
+    if split.size:  # branch on a fewest-candidates cell: its lowest digit, or not
+      pc = _pc(g, c[:, split]).astype(np.int32) | (pm[:, split].astype(np.int32) & 0xFF)
+      cell = np.argmin(pc, 0)
+      cand = c[cell, split]
+      bit = cand & (~cand + np.uint16(1))
+      saved = stack.push(split, c[:, split], pm[:, split])
+      stack.c[saved, cell] = cand & ~bit
+      c[g.peers[cell], split[:, None]] &= ~bit[:, None]
+      c[cell, split], pm[cell, split] = bit, 0xFFFF
+    fin = np.nonzero(ok | fail)[0]
+    if fin.size == 0:
+      continue
+    stack.clear(fin)
+    gi, good = grid[fin], ok[fin]
+    puzzles[gi[good]] *= (tgt[:, fin[good]] == 0).T
+    k = chunk[gi]
+    ptr[gi] += np.where(good, k, k == 1)
+    chunk[gi[~good]] = np.maximum(1, k[~good] // 2)
+    over = np.nonzero(ptr[gi] >= cells)[0]  # every clue decided: the next grid
+    nxt = np.full(over.size, -1, np.int64)
+    fresh = np.arange(queue, min(m, queue + over.size))
+    nxt[:fresh.size] = fresh
+    queue += fresh.size
+    grid[fin[over]] = nxt
+    again = fin[grid[fin] >= 0]
+    if again.size:
+      load(again)
+    idle = fin[grid[fin] < 0]
+    c[:, idle], pm[:, idle], tgt[:, idle], single[idle] = 1, 0xFFFF, 0, False
+  return puzzles
+
+
+# ----------------------------------------------------------------------------------
 # Random complete grids.
 
 
