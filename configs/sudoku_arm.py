@@ -41,13 +41,13 @@ def get_config(arg: str | None = None):
     common.tiny_model(c, num_layers=3, d_model=96, mlp_dim=384)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 50_000, 512, 500, 200
     c.data.augment = True  # relabelled digits and symmetries (solver order kept)
-    c.train.steps, c.train.batch_size = 18_000, 64
+    c.train.steps, c.train.batch_size = 3_600, 64
     c.train.grad_accum = 4
     c.train.max_seconds = 30 * 60.0
     c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 300, 0.05
     c.train.b2 = 0.95
     c.train.ema_decay = 0.0
-    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 3_000, 1_000
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 600, 600
     c.train.val_batches, c.train.val_puzzles = 4, 64
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
   else:
