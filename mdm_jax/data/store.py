@@ -14,6 +14,11 @@ manifest is rewritten the same way after every shard, so a process killed at any
 moment leaves a consistent, resumable dataset. A lock file serialises writers
 (e.g. several hosts sharing one file system).
 
+`data_dir` may be a gs:// path (`mdm_jax.fileio`): every file is then one object
+upload (atomic), shards are read into memory instead of memory-mapped, and
+writers are not locked: concurrent writers store identical shards (each is a pure
+function of its index), and each finishes with a complete manifest.
+
 Reading: `load_examples` (whole dataset as numpy), `ExamplesSource` (lazy,
 memory-mapped random access) and `make_loader` (a grain pipeline of encoded,
 augmented batches with a saveable position).
@@ -23,7 +28,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import io
 import json
@@ -36,6 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mdm_jax import fileio
 from mdm_jax.data import base
 
 FORMAT_VERSION = 1
@@ -44,7 +49,6 @@ MANIFEST = "manifest.json"
 OBJECTIVES = ("mdm", "arm", "pi")
 
 _LOCK = ".lock"
-_TMP_MARK = ".tmp-"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _SHARD_FILE_RE = re.compile(r"^shard-\d{5,}\.[A-Za-z0-9_]+\.npy$")
 _MAX_SEED = 2**31 - 1
@@ -75,7 +79,7 @@ def params_hash(params: Mapping[str, Any]) -> str:
 def dataset_dir(task: base.Task, split: str, num: int, seed: int,
                 data_dir: str) -> str:
   """`<data_dir>/<task>-<params hash>/<split>-s<seed>-n<num>` (not created)."""
-  return os.path.join(os.path.expanduser(os.fspath(data_dir)),
+  return os.path.join(fileio.expand(os.fspath(data_dir)),
                       f"{task.name}-{params_hash(task.params())}",
                       f"{split}-s{seed}-n{num}")
 
@@ -96,32 +100,12 @@ def _shard_file(index: int, key: str) -> str:
 
 
 # ----------------------------------------------------------------------------
-# Atomic file writes.
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+# Files.
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-  """Writes `data` to `path` via a fsynced temp file in the same directory."""
-  directory, name = os.path.split(path)
-  tmp = os.path.join(directory, f".{name}{_TMP_MARK}{os.getpid()}-{os.urandom(4).hex()}")
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
-  _fsync_dir(directory)
+  """Writes `data` to `path` atomically and durably (fileio.atomic_write)."""
+  fileio.atomic_write(path, data, fsync=True)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -132,7 +116,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 def _sha256_file(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with fileio.open_file(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
@@ -146,8 +130,7 @@ def read_manifest(path: str) -> dict[str, Any] | None:
   """The manifest of the dataset at `path`, or None if there is none."""
   file = os.path.join(os.fspath(path), MANIFEST)
   try:
-    with open(file) as f:
-      manifest = json.load(f)
+    manifest = fileio.read_json(file)
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
@@ -183,7 +166,7 @@ def _check_shard_files(path: str, manifest: Mapping[str, Any], verify: bool) -> 
       file = os.path.join(path, info["name"])
       hint = "; rebuild it with overwrite=True (CLI: --overwrite)"
       try:
-        size = os.path.getsize(file)
+        size = fileio.getsize(file)
       except OSError:
         raise DatasetError(f"shard {index} file {file} is missing{hint}") from None
       if size != info["bytes"]:
@@ -230,28 +213,26 @@ def _generate_shard(task: base.Task, split: str, path: str, index: int,
 
 @contextlib.contextmanager
 def _locked(path: str, progress: bool) -> Iterator[None]:
-  with open(os.path.join(path, _LOCK), "a") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      if progress:
-        print(f"waiting for another process writing {path}", file=sys.stderr)
-      fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+  """An exclusive lock on the dataset (local only: see the module docstring)."""
+  def waiting():
+    if progress:
+      print(f"waiting for another process writing {path}", file=sys.stderr)
+  with fileio.lock(os.path.join(path, _LOCK), on_wait=waiting):
+    yield
 
 
 def _remove_ours(path: str, *, shards: bool) -> None:
   """Deletes leftover temp files (and, if `shards`, shard files and manifest)."""
-  for name in os.listdir(path):
-    ours = _TMP_MARK in name and name.startswith(".")
+  try:
+    names = fileio.listdir(path)
+  except FileNotFoundError:  # gs://: no object under the prefix yet
+    return
+  for name in names:
+    ours = fileio.is_temporary(name)
     if shards:
       ours = ours or name == MANIFEST or bool(_SHARD_FILE_RE.match(name))
     if ours:
-      with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(path, name))
+      fileio.remove(os.path.join(path, name))
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -329,7 +310,7 @@ def ensure_dataset(task: base.Task, split: str, num: int, seed: int, data_dir: s
     if is_complete(manifest):
       return path
 
-  os.makedirs(path, exist_ok=True)
+  fileio.makedirs(path)
   with _locked(path, progress):
     if overwrite:
       _remove_ours(path, shards=True)
@@ -432,11 +413,16 @@ class ExamplesSource:
     self.keys = tuple(sorted(self.manifest["spec"]))
     self._arrays: list[dict[str, np.ndarray]] | None = None
 
+  def _load(self, name: str) -> np.ndarray:
+    file = os.path.join(self.path, name)
+    if fileio.is_remote(file):  # no memory map over Cloud Storage: read it whole
+      return np.load(io.BytesIO(fileio.read_bytes(file)), allow_pickle=False)
+    return np.load(file, mmap_mode="r", allow_pickle=False)
+
   def _shards(self) -> list[dict[str, np.ndarray]]:
     if self._arrays is None:
       self._arrays = [
-          {k: np.load(os.path.join(self.path, f["name"]), mmap_mode="r",
-                      allow_pickle=False)
+          {k: self._load(f["name"])
            for k, f in self.manifest["shards"][str(i)]["files"].items()}
           for i in range(len(self._counts))]
     return self._arrays
