@@ -33,6 +33,7 @@ def model_overrides(**values: Any) -> ml_collections.ConfigDict:
       "qk_norm": ph(bool), "dropout": ph(float), "use_bias": ph(bool),
       "norm_eps": ph(float), "rope_base": ph(float), "init_std": ph(float),
       "batch_chunk": ph(int), "max_positions": ph(int),
+      "kernels": ph(str),  # 'auto' | 'cpu' | 'xla' (TransformerConfig.kernels)
   })
   for k, v in values.items():
     setattr(o, k, v)
