@@ -1,4 +1,6 @@
-"""Evaluation: adaptive-inference strategy tables for any task (PAPER.md 3, 5, 6).
+"""Evaluation: adaptive-inference strategy tables for any task.
+
+As in Kim et al. 2025 (arXiv 2502.06768), Tables 1-3 and 5.
 
 Two levels:
 - `evaluate_strategies(task, examples, logits_fn=... | apply_fn=..., params=...,
@@ -31,17 +33,13 @@ from mdm_jax import fileio
 from mdm_jax import sampling
 from mdm_jax.data import base
 
-ARM_STRATEGY = "greedy"
-MDM_STRATEGIES = sampling.STRATEGIES
+ARM_STRATEGY = "greedy"  # causal (ARM) checkpoints: greedy decoding in their order
+MDM_STRATEGIES = sampling.STRATEGIES  # the sampler's own list, whatever it holds
 STRATEGIES = MDM_STRATEGIES + (ARM_STRATEGY,)
-STRATEGY_LABELS = {
-    "vanilla": "vanilla",
-    "random": "random order",
-    "top_prob": "top prob",
-    "margin": "top prob margin",
-    "entropy": "entropy",
-    ARM_STRATEGY: "greedy",
-}
+# Table labels: the paper's names where it has one, else the strategy's name.
+STRATEGY_LABELS = {s: s.replace("_", " ") for s in STRATEGIES}
+STRATEGY_LABELS.update({"random": "random order", "top_prob": "top prob",
+                        "margin": "top prob margin"})
 DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
 _SAMPLER_DEFAULTS = dict(num_steps=50, schedule="linear", k_mode="deterministic",
                          gumbel=0.0, temperature=0.0, remask=False)
@@ -757,9 +755,9 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     num_puzzles: instead of config.eval.num_puzzles.
     plots: write the PNG pictures.
 
-  Extra config.eval fields read when present: sweep_steps (default (5, 10, 25,
-  50); [] turns the num_steps sweep off), sweep_puzzles (default min(N, 1000)),
-  error_puzzles (L&O per-position errors; default min(N, 1000)).
+  Also read from config.eval: sweep_steps (default (5, 10, 25, 50); [] turns the
+  num_steps sweep off), sweep_puzzles (default min(N, 1000)), error_puzzles (L&O
+  per-position errors; default min(N, 1000)).
 
   Returns the results dict written to results.json.
   """

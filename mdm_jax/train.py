@@ -573,7 +573,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Writes checkpoints, metrics.jsonl and TensorBoard events; on SIGTERM saves and
   returns early ('preempted': True). With config.eval.after_train, runs
-  `mdm_jax.evaluate.evaluate(config, workdir)` at the end (if that module exists).
+  `mdm_jax.evaluate.evaluate(config, workdir)` at the end.
 
   Returns a summary dict: step, preempted, train/loss, val/loss, val/solve_rate,
   eval (the evaluation's result, if run).
@@ -707,13 +707,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _maybe_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  try:
-    from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-  except ModuleNotFoundError as e:
-    if e.name != "mdm_jax.evaluate":
-      raise
-    logging.warning("mdm_jax.evaluate is not available: skipping the final evaluation")
-    return None
+  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top  (JAX-heavy)
   return evaluate.evaluate(config, workdir)
 
 

@@ -1,4 +1,4 @@
-"""One Flax transformer denoiser with the paper's presets (PAPER.md section 4).
+"""One Flax transformer denoiser with the presets of Kim et al. 2025 (arXiv 2502.06768).
 
 GPT-2 style (LayerNorm, GELU, learned positions) and LLaMA style (RMSNorm, SwiGLU,
 RoPE) are options of the same module. Bidirectional for masked diffusion, causal for
