@@ -1,4 +1,4 @@
-r"""L&O-NAE-SAT masked diffusion model (PAPER.md sections 5-6, Table 1).
+r"""L&O-NAE-SAT masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table 1).
 
 `--config=configs/lo_nae_sat.py:<preset>[,<N>][,bf16]` with N the number of latent
 tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
@@ -11,7 +11,7 @@ tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
 from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "paper", "gpu")
-PAIRS = {25: 275, 30: 270, 40: 260, 50: 250, 100: 200}  # N -> P (PAPER.md Table 1)
+PAIRS = {25: 275, 30: 270, 40: 260, 50: 250, 100: 200}  # N -> P (Kim et al. 2025, Table 1)
 
 
 def lo_params(n: int, p: int):
@@ -51,7 +51,7 @@ def get_config(arg: str | None = None):
     common.llama_mdm(c)
     if preset == "paper":
       c.data.num_train, c.data.num_val, c.data.num_test = 1_000_000, 2_048, 10_000
-      c.train.steps = 200_000  # not stated in PAPER.md
+      c.train.steps = 200_000  # not stated in the paper
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 10_000, 10_000
       c.eval.num_puzzles, c.eval.batch_size = 10_000, 1_000
     else:

@@ -1,4 +1,4 @@
-r"""pi-learners on L&O-NAE-SAT (PAPER.md section 6, training-side findings).
+r"""pi-learners on L&O-NAE-SAT (Kim et al. 2025, arXiv 2502.06768, training side).
 
 A causal model trained with the next-token loss on the sequence read in a fixed
 order pi: 'identity' (latents first, then observations), 'much_closer' (identity

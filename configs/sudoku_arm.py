@@ -1,4 +1,4 @@
-r"""Sudoku autoregressive baseline (Shah et al.; PAPER.md sections 4 and 6).
+r"""Sudoku autoregressive baseline (Shah et al.; the ARM rows of Kim et al. 2025, Table 2).
 
 `--config=configs/sudoku_arm.py:<preset>[,<ordering>][,bf16]`, orderings
 'solver' (the "with ordering" row of Table 2, default), 'row_major', 'random'.
@@ -57,7 +57,7 @@ def get_config(arg: str | None = None):
     if preset == "paper":
       c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
           1_800_000, 2_048, 100_000, 100_000)
-      # Not stated in PAPER.md; ~110 epochs of 1.8M puzzles at batch 64.
+      # Not stated in the paper; ~110 epochs of 1.8M puzzles at batch 64.
       c.train.steps = 3_000_000
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000
       c.train.val_batches, c.train.val_puzzles = 8, 256

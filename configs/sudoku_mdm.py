@@ -1,4 +1,4 @@
-r"""Sudoku masked diffusion model (PAPER.md sections 4 and 6, Table 2).
+r"""Sudoku masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table 2).
 
 Presets (`--config=configs/sudoku_mdm.py:<preset>[,bf16]`):
   demo   6x6 Sudoku (2x3 boxes), tiny model, a few minutes on a laptop CPU: the
@@ -72,7 +72,7 @@ def get_config(arg: str | None = None):
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
     c.sampler.strategies = ("vanilla", "random", "top_prob", "margin", "entropy")
   elif preset == "paper":
-    c.model.preset = "gpt2-6m"  # 3 x 384, 12 heads, dropout 0.1 (PAPER.md 4)
+    c.model.preset = "gpt2-6m"  # 3 x 384, 12 heads, dropout 0.1 (the paper's 6M model)
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = (
         1_800_000, 2_048, 100_000, 100_000)
     c.train.batch_size = 128

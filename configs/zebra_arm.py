@@ -1,4 +1,4 @@
-r"""Zebra puzzle autoregressive baseline (PAPER.md sections 4 and 6, Table 3).
+r"""Zebra puzzle autoregressive baseline (Kim et al. 2025, arXiv 2502.06768, Table 3).
 
 `--config=configs/zebra_arm.py:<preset>[,<ordering>][,bf16]`, orderings 'solver'
 (default, "with ordering"), 'row_major', 'random'. Presets demo / paper / gpu as in
@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
     c.train.val_batches, c.train.val_puzzles = 8, 256
     if preset == "paper":
       c.data.num_train, c.data.num_val, c.data.num_test = 1_500_000, 2_048, 100_000
-      c.train.steps = 3_000_000  # not stated in PAPER.md
+      c.train.steps = 3_000_000  # not stated in the paper
       c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 20_000, 10_000
       c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
     else:

@@ -1,4 +1,4 @@
-r"""Zebra (Einstein) puzzle masked diffusion model (PAPER.md sections 4-6, Table 3).
+r"""Zebra (Einstein) puzzle masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table 3).
 
 Presets (`--config=configs/zebra_mdm.py:<preset>[,bf16]`):
   demo   3-4 houses x 3-4 attributes, tiny model, minutes on a CPU.

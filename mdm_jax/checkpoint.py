@@ -16,17 +16,19 @@ raw and EMA parameters only, in float32 or bfloat16: small plain files that
 
 Retention policy: the `keep` latest checkpoints, plus the `keep_best` checkpoints
 with the lowest validation loss among those saved with a validation loss.
-Checkpoint writes go to a temporary directory renamed on completion (orbax), so a
-crash mid-save never corrupts an existing checkpoint; `wait()` blocks until the
-async writes are finished.
+Checkpoint writes go to a temporary directory renamed on completion (orbax; on
+gs:// orbax writes in place and marks a finished step with `commit_success.txt`),
+so a crash mid-save never corrupts an existing checkpoint; `wait()` blocks until
+the async writes are finished. Workdirs and exports may be local or gs:// paths
+(`mdm_jax.fileio`).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -40,12 +42,15 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mdm_jax import fileio
+
 ARRAY_ITEMS = ("params", "ema_params", "opt_state", "counters")
 VAL_METRIC = "val_loss"
+_COMMIT_SUCCESS = "commit_success.txt"  # orbax's marker of a finished step on GCS
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+  return fileio.join(fileio.normalize(workdir), "checkpoints")
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -60,12 +65,19 @@ def _remove_unfinished(directory: str) -> None:
   """Deletes the temporary directories of saves that a crash interrupted.
 
   Synchronous (orbax's own clean-up runs in a thread, racing with the listing of
-  finished steps); process 0 deletes, the others wait at a barrier.
+  finished steps); process 0 deletes, the others wait at a barrier. Local: the
+  `*.orbax-checkpoint-tmp-*` directories; gs://: step directories without
+  orbax's `commit_success.txt` (orbax writes them in place there).
   """
-  if jax.process_index() == 0 and os.path.isdir(directory):
-    for name in os.listdir(directory):
+  if jax.process_index() == 0 and fileio.isdir(directory):
+    remote = fileio.is_remote(directory)
+    for name in fileio.listdir(directory):
+      path = fileio.join(directory, name)
       if ".orbax-checkpoint-tmp" in name:
-        shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+        fileio.rmtree(path)
+      elif remote and name.isdigit() and not fileio.exists(
+          fileio.join(path, _COMMIT_SUCCESS)):
+        fileio.rmtree(path)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices("mdm_jax_checkpoint_cleanup")
@@ -226,12 +238,12 @@ class Checkpointer:
 
 
 def _find_checkpoint_dir(path: str) -> str:
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints")
-  if os.path.isdir(path) and os.path.basename(path.rstrip("/")) == "checkpoints":
+  path = fileio.normalize(path)
+  if fileio.isdir(fileio.join(path, "checkpoints")):
+    return fileio.join(path, "checkpoints")
+  if fileio.isdir(path) and os.path.basename(path.rstrip("/")) == "checkpoints":
     return path
-  if os.path.isdir(path) and os.path.isdir(os.path.join(path, "params")):
+  if fileio.isdir(path) and fileio.isdir(fileio.join(path, "params")):
     return path  # a single step directory
   raise ValueError(f"no checkpoints found under {path} (expected {path}/checkpoints)")
 
@@ -245,7 +257,7 @@ _NPZ_ENTRY_BYTES = 512  # npy header + zip headers per array (a generous bound)
 
 
 def is_export(path: str) -> bool:
-  return os.path.isfile(os.path.join(os.path.expanduser(path), EXPORT_META))
+  return fileio.isfile(fileio.join(fileio.expand(path), EXPORT_META))
 
 
 def _to_stored(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
@@ -298,11 +310,10 @@ def _export_layout(arrays: dict[str, np.ndarray], dtype: str,
                    f"({'; '.join(tried)})")
 
 
-def _write_atomic(path: str, write: Any, mode: str) -> None:
-  tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-  with open(tmp, mode) as f:
-    write(f)
-  os.replace(tmp, path)
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
 
 
 def export_params(workdir: str, out_dir: str, *, step: int | None = None,
@@ -333,31 +344,29 @@ def export_params(workdir: str, out_dir: str, *, step: int | None = None,
       jax.device_get(trees), sep="/").items()}  # "params/net/.../kernel"
   stored, files = _export_layout(arrays, dtype, max_file_bytes)
   arrays = _to_stored(arrays, stored)
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = fileio.normalize(out_dir)
+  fileio.makedirs(out_dir)
   for name in sorted(set(files.values())):
     part = {k: v for k, v in arrays.items() if files[k.split("/")[0]] == name}
-    _write_atomic(os.path.join(out_dir, name), lambda f, p=part: np.savez(f, **p), "wb")
-    size = os.path.getsize(os.path.join(out_dir, name))
-    if max_file_bytes is not None and size > max_file_bytes:
-      raise ValueError(f"{name} is {size} bytes, over max_file_bytes={max_file_bytes}")
+    data = _npz_bytes(part)
+    if max_file_bytes is not None and len(data) > max_file_bytes:
+      raise ValueError(f"{name} is {len(data)} bytes, over max_file_bytes={max_file_bytes}")
+    fileio.atomic_write(fileio.join(out_dir, name), data)
   meta = {"step": int(step), "dtype": stored, "files": files,
           "config": config_to_json(config)}
-  _write_atomic(os.path.join(out_dir, EXPORT_META),
-                lambda f: json.dump(meta, f, indent=1), "w")
+  fileio.atomic_write_json(fileio.join(out_dir, EXPORT_META), meta, indent=1)
   for name in (EXPORT_ARRAYS, EXPORT_EMA_ARRAYS):  # a previous export's layout
-    if name not in files.values() and os.path.exists(os.path.join(out_dir, name)):
-      os.remove(os.path.join(out_dir, name))
+    if name not in files.values():
+      fileio.remove(fileio.join(out_dir, name))
   return out_dir
 
 
 def saved_step(path: str) -> int:
   """The step `load_for_inference(path)` restores by default (export or latest)."""
   if is_export(path):
-    with open(os.path.join(os.path.expanduser(path), EXPORT_META)) as f:
-      return int(json.load(f)["step"])
+    return int(fileio.read_json(fileio.join(fileio.expand(path), EXPORT_META))["step"])
   directory = _find_checkpoint_dir(path)
-  if os.path.isdir(os.path.join(directory, "params")):  # one step dir
+  if fileio.isdir(fileio.join(directory, "params")):  # one step dir
     return int(os.path.basename(directory.rstrip("/")))
   with _quiet_absl(), ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
@@ -369,13 +378,12 @@ def saved_step(path: str) -> int:
 
 
 def _load_export(path: str) -> tuple[Any, Any, int, ml_collections.ConfigDict]:
-  path = os.path.expanduser(path)
-  with open(os.path.join(path, EXPORT_META)) as f:
-    meta = json.load(f)
+  path = fileio.expand(path)
+  meta = fileio.read_json(fileio.join(path, EXPORT_META))
   files = meta.get("files") or {tree: EXPORT_ARRAYS for tree in _TREES}
   flat: dict[str, np.ndarray] = {}
   for name in sorted(set(files.values())):
-    with np.load(os.path.join(path, name)) as data:
+    with np.load(io.BytesIO(fileio.read_bytes(fileio.join(path, name)))) as data:
       flat.update({k: data[k] for k in data.files})
   trees = traverse_util.unflatten_dict(_from_stored(flat, meta.get("dtype", "float32")),
                                        sep="/")
@@ -418,7 +426,7 @@ def _load_trees(path: str, step: int | None, items: Sequence[str]
     trees = {"params": params, "ema_params": ema_params}
     return {i: jax.device_put(trees[i], replicated) for i in items}, config, export_step
   directory = _find_checkpoint_dir(path)
-  if os.path.isdir(os.path.join(directory, "params")):  # one step dir
+  if fileio.isdir(fileio.join(directory, "params")):  # one step dir
     base, name = os.path.split(directory.rstrip("/"))
     if step is None:
       step = int(name)
@@ -529,9 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ValueError, OSError) as e:
     print(f"error: {' '.join(str(e).split())[:500]}", file=sys.stderr)
     return 2
-  with open(os.path.join(out, EXPORT_META)) as f:
-    meta = json.load(f)
-  sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:.1f} MiB"
+  meta = fileio.read_json(fileio.join(out, EXPORT_META))
+  sizes = ", ".join(f"{n} {fileio.getsize(fileio.join(out, n)) / 2**20:.1f} MiB"
                     for n in sorted(set(meta["files"].values())))
   print(f"exported step {meta['step']} ({meta['dtype']}: {sizes}) to {out}", flush=True)
   return 0

@@ -1,4 +1,4 @@
-"""The config schema shared by every experiment (see CONTRACTS.md), with defaults.
+"""The config schema shared by every experiment, with defaults.
 
 Experiment files (`configs/<exp>.py`) start from `base_config()` and set what
 differs. A preset argument is `<preset>[,<option>...]`, e.g. 'paper,solver'.
@@ -33,6 +33,7 @@ def model_overrides(**values: Any) -> ml_collections.ConfigDict:
       "qk_norm": ph(bool), "dropout": ph(float), "use_bias": ph(bool),
       "norm_eps": ph(float), "rope_base": ph(float), "init_std": ph(float),
       "batch_chunk": ph(int), "max_positions": ph(int),
+      "kernels": ph(str),  # 'auto' | 'cpu' | 'xla' (TransformerConfig.kernels)
   })
   for k, v in values.items():
     setattr(o, k, v)
@@ -155,8 +156,9 @@ def apply_options(c: ml_collections.ConfigDict, options: list[str],
 
 
 def set_arm_paper_optimizer(c: ml_collections.ConfigDict) -> None:
-  """Shah et al.'s ARM recipe (PAPER.md 4): AdamW lr 2e-4, betas (0.9, 0.95),
-  wd 0.005, 10k warm-up then cosine to 0.2x, batch 64, clip 1."""
+  """Shah et al.'s ARM recipe, as Kim et al. 2025 (arXiv 2502.06768) train their ARMs:
+  AdamW lr 2e-4, betas (0.9, 0.95), wd 0.005, 10k warm-up then cosine to 0.2x,
+  batch 64, clip 1."""
   c.train.lr, c.train.b1, c.train.b2, c.train.weight_decay = 2e-4, 0.9, 0.95, 0.005
   c.train.warmup_steps, c.train.end_lr_factor = 10_000, 0.2
   c.train.batch_size, c.train.grad_clip = 64, 1.0
@@ -186,7 +188,7 @@ def demo_training(c: ml_collections.ConfigDict, *, steps: int = 1_500) -> None:
 
 
 def llama_mdm(c: ml_collections.ConfigDict) -> None:
-  """The 19M LLaMA-style MDM and its optimizer (PAPER.md 4: lr 1e-3, batch 128)."""
+  """The 19M LLaMA-style MDM and its optimizer (Kim et al. 2025's set-up: lr 1e-3, batch 128)."""
   c.model.preset = "llama-19m"
   c.train.batch_size = 128
   c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 2_000, 0.0

@@ -1,4 +1,6 @@
-"""Evaluation: adaptive-inference strategy tables for any task (PAPER.md 3, 5, 6).
+"""Evaluation: adaptive-inference strategy tables for any task.
+
+As in Kim et al. 2025 (arXiv 2502.06768), Tables 1-3 and 5.
 
 Two levels:
 - `evaluate_strategies(task, examples, logits_fn=... | apply_fn=..., params=...,
@@ -27,20 +29,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mdm_jax import fileio
 from mdm_jax import sampling
 from mdm_jax.data import base
 
-ARM_STRATEGY = "greedy"
-MDM_STRATEGIES = sampling.STRATEGIES
+ARM_STRATEGY = "greedy"  # causal (ARM) checkpoints: greedy decoding in their order
+MDM_STRATEGIES = sampling.STRATEGIES  # the sampler's own list, whatever it holds
 STRATEGIES = MDM_STRATEGIES + (ARM_STRATEGY,)
-STRATEGY_LABELS = {
-    "vanilla": "vanilla",
-    "random": "random order",
-    "top_prob": "top prob",
-    "margin": "top prob margin",
-    "entropy": "entropy",
-    ARM_STRATEGY: "greedy",
-}
+# Table labels: the paper's names where it has one, else the strategy's name.
+STRATEGY_LABELS = {s: s.replace("_", " ") for s in STRATEGIES}
+STRATEGY_LABELS.update({"random": "random order", "top_prob": "top prob",
+                        "margin": "top prob margin"})
 DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -685,9 +684,9 @@ def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyR
         os.path.join(out_dir, "position_errors.png"),
         title=f"{task.name}: denoiser error per position under random masking",
         ylabel="1 - p(true token)"))
-  if os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+  if fileio.isfile(fileio.join(workdir, "metrics.jsonl")):
     try:
-      paths.append(plots.plot_loss_curves(workdir, os.path.join(out_dir, "loss_curves.png")))
+      paths.append(plots.plot_loss_curves(workdir, fileio.join(out_dir, "loss_curves.png")))
     except ValueError as e:
       print(f"note: no loss curves ({e})", file=sys.stderr)
     try:
@@ -753,7 +752,7 @@ def _checkpoint_step(path: str) -> int | None:
   """The step `load_for_inference` restores by default (the latest), if visible."""
   from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   try:
-    return ckpt_lib.saved_step(os.path.abspath(os.path.expanduser(path)))
+    return ckpt_lib.saved_step(fileio.normalize(path))
   except (ValueError, OSError):
     return None
 
@@ -770,8 +769,8 @@ def load_model(path: str, *, step: int | None = None, ema: bool | None = None
   from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
   from mdm_jax import train  # pylint: disable=g-import-not-at-top
   from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(path):
+  path = fileio.normalize(path)
+  if not fileio.exists(path):
     raise ValueError(f"checkpoint path {path} does not exist")
   try:
     params, saved = ckpt_lib.load_for_inference(path, step=step, ema=ema is not False)
@@ -799,8 +798,8 @@ def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict
   sizes = {"train": "num_train", "test": "num_test", "hard": "num_hard"}
   num = int(_cfg_get(saved, f"data.{sizes.get(split, 'num_test')}", 0) or
             _cfg_get(saved, "data.num_test", 1000))
-  data_dir = os.path.expanduser(str(_cfg_get(config, "data.dir", None) or
-                                    _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
+  data_dir = fileio.expand(str(_cfg_get(config, "data.dir", None) or
+                               _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
   # As in training: a stored dataset keeps its shard size; a new one takes the run's
   # (0 or none saved: the task's preferred size).
   shard_size = int(_cfg_get(saved, "data.shard_size", 0) or 0) or None
@@ -845,13 +844,13 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     num_puzzles: instead of config.eval.num_puzzles.
     plots: write the PNG pictures.
 
-  Extra config.eval fields read when present: sweep_steps (default (5, 10, 25,
-  50); [] turns the num_steps sweep off), sweep_puzzles (default min(N, 1000)),
-  error_puzzles (L&O per-position errors; default min(N, 1000)).
+  Also read from config.eval: sweep_steps (default (5, 10, 25, 50); [] turns the
+  num_steps sweep off), sweep_puzzles (default min(N, 1000)), error_puzzles (L&O
+  per-position errors; default min(N, 1000)).
 
   Returns the results dict written to results.json.
   """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = fileio.normalize(workdir)
   which = _cfg_get(config, "eval.params", None)
   if which not in (None, "ema", "raw"):
     raise ValueError(f"config.eval.params={which!r}; choose 'ema' or 'raw'")
@@ -864,10 +863,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     raise ValueError(f"config.task.name={want_task!r} but the checkpoint was trained on "
                      f"{saved.task.name!r}; pass the run's own config")
   objective = str(saved.objective)
-  out_dir = os.path.join(workdir, "eval")
+  out_dir = fileio.join(workdir, "eval")
   write = jax.process_index() == 0
   result: dict[str, Any] = {
-      "workdir": workdir, "checkpoint": os.path.abspath(checkpoint or workdir),
+      "workdir": workdir, "checkpoint": fileio.normalize(checkpoint or workdir),
       "step": _checkpoint_step(checkpoint or workdir), "objective": objective,
       "task": {"name": task.name, "params": task.params()},
       "model": {"preset": str(saved.model.preset)}, "num_params": num_params,
@@ -952,27 +951,20 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
           f"observations {pe['obs']:.4f}", flush=True)
 
   if write:
-    os.makedirs(out_dir, exist_ok=True)
+    fileio.makedirs(out_dir)
     if plots:
       result["plots"] = _make_plots(result, raw, task, workdir, out_dir)
     result = _to_json(result)
     md = results_markdown(result)
-    _atomic_write(os.path.join(out_dir, "results.json"),
-                  json.dumps(result, indent=1, sort_keys=False))
-    _atomic_write(os.path.join(out_dir, "results.md"), md + "\n")
+    fileio.atomic_write_json(fileio.join(out_dir, "results.json"), result, indent=1,
+                             sort_keys=False)
+    fileio.atomic_write(fileio.join(out_dir, "results.md"), md + "\n")
     print(md, flush=True)
     print(f"wrote {out_dir}/results.json, results.md"
           + (f" and {len(result.get('plots', []))} pictures" if plots else ""), flush=True)
   else:
     result = _to_json(result)
   return result
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------
@@ -1007,10 +999,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   results = []
   for w in args.workdirs:
-    path = w if w.endswith(".json") else os.path.join(w, "eval", "results.json")
+    path = w if w.endswith(".json") else fileio.join(w, "eval", "results.json")
     try:
-      with open(path, encoding="utf-8") as f:
-        results.append(json.load(f))
+      results.append(fileio.read_json(path))
     except (OSError, ValueError) as e:
       print(f"error: cannot read {path} ({' '.join(str(e).split())}); run "
             "--mode=eval on that workdir first", file=sys.stderr)
@@ -1018,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   md = combined_markdown(results)
   print(md)
   if args.out:
-    _atomic_write(args.out, md + "\n")
+    fileio.atomic_write(args.out, md + "\n")
   return 0
 
 

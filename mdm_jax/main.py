@@ -89,8 +89,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def _check_workdir(workdir: str | None, mode: str) -> str:
   if not workdir:
     _fail("--workdir is required")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if mode != "train" and not os.path.isdir(workdir):
+  from mdm_jax import fileio  # pylint: disable=g-import-not-at-top
+  workdir = fileio.normalize(workdir)  # a gs:// workdir stays one
+  if mode != "train" and not fileio.isdir(workdir):
     _fail(f"workdir {workdir} does not exist (train first, or check the path)")
   return workdir
 
@@ -105,6 +106,7 @@ def prepare_data(config: ml_collections.ConfigDict,
   num_hard); 'eval' stands for config.eval.splits. Existing complete datasets are
   kept as they are.
   """
+  from mdm_jax import fileio  # pylint: disable=g-import-not-at-top
   from mdm_jax.data import base  # pylint: disable=g-import-not-at-top
   from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
   c = config
@@ -114,7 +116,7 @@ def prepare_data(config: ml_collections.ConfigDict,
   seed = int(c.data.seed)
   sizes = {"train": ("train", int(c.data.num_train), seed),
            "val": ("test", int(c.data.num_val), seed + 1)}
-  data_dir = os.path.expanduser(c.data.dir)
+  data_dir = fileio.expand(c.data.dir)
   out = {}
   for name in names:
     if name in sizes:

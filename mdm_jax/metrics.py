@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from mdm_jax import fileio
 
 
 def log_line(msg: str, *args: Any) -> None:
@@ -54,39 +55,41 @@ class MetricWriter:
 
   Each JSONL line is {"step": int, "time": float, "<name>": float, ...}. With
   `resume_step`, lines of an earlier interrupted run with step > resume_step are
-  dropped, so that the file describes exactly one history.
+  dropped, so that the file describes exactly one history. On a gs:// workdir
+  the JSONL object is rewritten at most every `remote_flush_secs` seconds
+  (`fileio.LineAppender`: Cloud Storage has no append) and on close;
+  TensorBoard events go through tensorboardX's own GCS writer
+  (google-cloud-storage).
   """
 
   def __init__(self, workdir: str, *, resume_step: int | None = None,
-               tensorboard: bool = True, enabled: bool | None = None):
+               tensorboard: bool = True, enabled: bool | None = None,
+               remote_flush_secs: float = 30.0):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    workdir = fileio.normalize(workdir)
+    self.path = fileio.join(workdir, "metrics.jsonl")
     self._tb = None
     self._file = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    if resume_step is not None and os.path.exists(self.path):
+    fileio.makedirs(workdir)
+    if resume_step is not None and fileio.exists(self.path):
       self._truncate_after(resume_step)
-    self._file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self._file = fileio.LineAppender(self.path, remote_flush_secs=remote_flush_secs)
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       purge = None if resume_step is None else resume_step + 1
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=purge)
+      self._tb = SummaryWriter(fileio.join(workdir, "tb"), purge_step=purge)
 
   def _truncate_after(self, step: int) -> None:
     keep = []
-    with open(self.path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          if int(json.loads(line)["step"]) <= step:
-            keep.append(line if line.endswith("\n") else line + "\n")
-        except (ValueError, KeyError, TypeError):
-          continue  # a torn last line of a killed run
-    tmp = self.path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    for line in fileio.read_text(self.path).splitlines(keepends=True):
+      try:
+        if int(json.loads(line)["step"]) <= step:
+          keep.append(line if line.endswith("\n") else line + "\n")
+      except (ValueError, KeyError, TypeError):
+        continue  # a torn last line of a killed run
+    fileio.atomic_write(self.path, "".join(keep))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any], *,
                     log: bool = True) -> dict[str, float]:
@@ -101,7 +104,6 @@ class MetricWriter:
     record = {"step": int(step), "time": round(time.time(), 3)}
     record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
     self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(k, v, int(step))
@@ -115,7 +117,7 @@ class MetricWriter:
 
   def flush(self) -> None:
     if self._file is not None:
-      self._file.flush()
+      self._file.flush(force=True)
     if self._tb is not None:
       self._tb.flush()
 
@@ -131,12 +133,11 @@ class MetricWriter:
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Reads a metrics.jsonl file (skipping a torn last line)."""
   out = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except ValueError:
-        continue
+  for line in fileio.read_text(path).splitlines():
+    try:
+      out.append(json.loads(line))
+    except ValueError:
+      continue
   return out
 
 

@@ -31,6 +31,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from mdm_jax import fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 PI_ORDERS = ("identity", "much_closer", "closer", "uniform")
 _PI_LABELS = {"identity": "identity", "much_closer": "much closer", "closer": "closer",
               "uniform": "uniform"}
@@ -38,8 +40,8 @@ _DPI = 110
 
 
 def _save(fig: Any, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+  fileio.makedirs(os.path.dirname(fileio.normalize(path)))
+  fileio.savefig(fig, path, dpi=_DPI, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -219,19 +221,18 @@ def plot_accuracy_vs_steps(sweep: Mapping[str, Mapping[int, float]], path: str, 
 def read_metrics(workdir_or_file: str) -> list[dict[str, Any]]:
   """Records of `<workdir>/metrics.jsonl` (a torn last line is skipped)."""
   path = workdir_or_file
-  if os.path.isdir(path):
-    path = os.path.join(path, "metrics.jsonl")
-  if not os.path.isfile(path):
+  if fileio.isdir(path):
+    path = fileio.join(path, "metrics.jsonl")
+  if not fileio.isfile(path):
     raise ValueError(f"no metrics file at {path}")
   records = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        rec = json.loads(line)
-      except ValueError:
-        continue
-      if isinstance(rec, dict) and "step" in rec:
-        records.append(rec)
+  for line in fileio.read_text(path).splitlines():
+    try:
+      rec = json.loads(line)
+    except ValueError:
+      continue
+    if isinstance(rec, dict) and "step" in rec:
+      records.append(rec)
   return records
 
 
@@ -278,7 +279,7 @@ def plot_loss_curves(workdir_or_file: str, path: str, *, title: str | None = Non
   ax.set_ylabel("loss")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=8)
-  ax.set_title(title or f"training curves: {os.path.basename(os.path.abspath(workdir_or_file))}",
+  ax.set_title(title or f"training curves: {os.path.basename(fileio.normalize(workdir_or_file))}",
                fontsize=11)
   return _save(fig, path)
 
@@ -446,11 +447,10 @@ def pi_learner_run(workdir: str) -> dict[str, Any]:
   from mdm_jax import train  # pylint: disable=g-import-not-at-top
   from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  cfg_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(cfg_path):
+  cfg_path = fileio.join(workdir, "config.json")
+  if not fileio.isfile(cfg_path):
     raise ValueError(f"no config.json in {workdir} (is it a training workdir?)")
-  with open(cfg_path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(fileio.read_json(cfg_path))
   records = read_metrics(workdir)
   key = _val_loss_key(records)
   steps, loss = _series(records, key)
@@ -466,7 +466,7 @@ def pi_learner_run(workdir: str) -> dict[str, Any]:
     order = ""
     label = objective.upper()
   return {"label": label, "pi_order": order, "flops": steps * per_step, "loss": loss,
-          "metric": key, "workdir": os.path.abspath(workdir)}
+          "metric": key, "workdir": fileio.normalize(workdir)}
 
 
 # ----------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ def _cell_count(text: str) -> int:
 def _load(checkpoint: str) -> tuple[Any, Any, Any, Any]:
   """-> (params, saved config, task, apply_fn); SolveError(5) on any problem."""
   from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(os.path.expanduser(checkpoint)):
+  from mdm_jax import fileio  # pylint: disable=g-import-not-at-top
+  if not fileio.exists(fileio.expand(checkpoint)):
     raise SolveError(EXIT_CHECKPOINT, f"checkpoint {checkpoint} does not exist")
   try:
     params, saved, task, apply_fn, _ = evaluate.load_model(checkpoint)

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from mdm_jax import checkpoint as ckpt_lib
+from mdm_jax import fileio
 from mdm_jax import losses
 from mdm_jax import masking
 from mdm_jax import metrics as metrics_lib
@@ -352,20 +353,17 @@ class Run:
 
 
 def _prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> str:
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = fileio.normalize(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write-test-{jax.process_index()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    fileio.makedirs(workdir)
+    probe = fileio.join(workdir, f".write-test-{jax.process_index()}")
+    fileio.atomic_write(probe, "ok")
+    fileio.remove(probe)
   except OSError as e:
     raise ValueError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
   if jax.process_index() == 0:
-    tmp = os.path.join(workdir, "config.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(ckpt_lib.config_to_json(config), f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(workdir, "config.json"))
+    fileio.atomic_write_json(fileio.join(workdir, "config.json"),
+                             ckpt_lib.config_to_json(config), indent=1, sort_keys=True)
   return workdir
 
 
@@ -407,7 +405,7 @@ def _ensure(run: Run, split: str, num: int, seed: int) -> str:
   (shard_size 0: the task's preferred one)."""
   c = run.config
   return store.ensure_dataset(
-      run.task, split, num, seed, os.path.expanduser(c.data.dir),
+      run.task, split, num, seed, fileio.expand(c.data.dir),
       shard_size=int(c.data.shard_size) or None, keep_stored_shard_size=True,
       progress=jax.process_index() == 0, workers=store.default_workers(c.data.gen_workers))
 
@@ -581,7 +579,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Writes checkpoints, metrics.jsonl and TensorBoard events; on SIGTERM saves and
   returns early ('preempted': True). With config.eval.after_train, runs
-  `mdm_jax.evaluate.evaluate(config, workdir)` at the end (if that module exists).
+  `mdm_jax.evaluate.evaluate(config, workdir)` at the end.
 
   Returns a summary dict: step, preempted, train/loss, val/loss, val/solve_rate,
   eval (the evaluation's result, if run).
@@ -698,6 +696,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                          f" | {progress.status(step)}")
         if step % int(c.train.ckpt_every) == 0 or last or preempted:
           check_finite(state)
+          writer.flush()  # metrics up to this step are stored before the checkpoint
           ckpt.save(step, state, iterator=train_iter, config=c, val_loss=val_loss)
         if preempted:
           metrics_lib.log_line("stop requested (SIGTERM / preemption): saved step %d; "
@@ -716,13 +715,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _maybe_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  try:
-    from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-  except ModuleNotFoundError as e:
-    if e.name != "mdm_jax.evaluate":
-      raise
-    logging.warning("mdm_jax.evaluate is not available: skipping the final evaluation")
-    return None
+  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top  (JAX-heavy)
   return evaluate.evaluate(config, workdir)
 
 
@@ -738,7 +731,7 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
   task = build_task(saved)
   model, _ = build_model(saved, task)
   path = store.ensure_dataset(task, split, int(saved.data.num_test), int(saved.data.seed),
-                              os.path.expanduser(config.data.dir),
+                              fileio.expand(config.data.dir),
                               progress=False)
   examples = {k: np.asarray(v[:num]) for k, v in store.load_examples(path).items()}
   apply = lambda p, tokens: model.apply({"params": p}, tokens, train=False)

@@ -5,8 +5,10 @@ import pathlib
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -70,12 +72,79 @@ def test_slurm_dry_run_layouts():
   assert "--ntasks-per-node=8" in cmd and "--gpus-per-task=1" in cmd
 
 
-def test_sbatch_script_requeues_and_resumes():
-  text = (LAUNCH / "gpu_slurm.sbatch").read_text()
-  assert "#SBATCH --requeue" in text
-  assert "#SBATCH --signal=" in text
-  assert "scontrol requeue" in text
-  assert "MDM_JAX_DISTRIBUTED=1" in text
+def _sbatch_directives(text):
+  """The #SBATCH options sbatch reads: the comment block before the first command."""
+  out = []
+  for line in text.splitlines():
+    if line.startswith("#SBATCH"):
+      out.append(line.split(None, 1)[1])
+    elif line.strip() and not line.startswith("#"):
+      break
+  return out
+
+
+# Stand-ins for SLURM's srun and scontrol: they log what they were called with; srun
+# records MDM_JAX_DISTRIBUTED, then exits with $SRUN_EXIT or (unset) runs until
+# SIGTERM, which it logs.
+_FAKE_SRUN = """#!/usr/bin/env bash
+echo "srun $* MDM_JAX_DISTRIBUTED=${MDM_JAX_DISTRIBUTED:-}" >> "$FAKE_LOG"
+[[ -n "${SRUN_EXIT:-}" ]] && exit "$SRUN_EXIT"
+trap 'echo "srun got TERM" >> "$FAKE_LOG"; exit 0' TERM
+touch "$FAKE_LOG.started"
+while true; do sleep 0.05; done
+"""
+_FAKE_SCONTROL = """#!/usr/bin/env bash
+echo "scontrol $*" >> "$FAKE_LOG"
+"""
+
+
+def _sbatch_env(tmp_path, **extra):
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir(exist_ok=True)
+  for name, body in (("srun", _FAKE_SRUN), ("scontrol", _FAKE_SCONTROL)):
+    (bin_dir / name).write_text(body)
+    (bin_dir / name).chmod(0o755)
+  log = tmp_path / "log"
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+             FAKE_LOG=str(log), SLURM_JOB_ID="4242", MDM_CONFIG="configs/x.py:paper",
+             MDM_WORKDIR="/shared/run", MDM_REPO=str(ROOT), MDM_PYTHON="python9",
+             MDM_EXTRA_FLAGS="--config.train.steps=3 --config.seed=1")
+  env.update(extra)
+  return env, log
+
+
+def test_sbatch_script_requeues_and_resumes(tmp_path):
+  directives = _sbatch_directives((LAUNCH / "gpu_slurm.sbatch").read_text())
+  assert "--requeue" in directives
+  assert any(re.fullmatch(r"--signal=B:USR1@\d+", d) for d in directives), directives
+  env, log = _sbatch_env(tmp_path)
+  job = subprocess.Popen(["bash", str(LAUNCH / "gpu_slurm.sbatch")], env=env, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  started = pathlib.Path(f"{log}.started")
+  for _ in range(200):
+    if started.exists() or job.poll() is not None:
+      break
+    time.sleep(0.05)
+  assert started.exists(), job.communicate(timeout=10)
+  job.send_signal(signal.SIGUSR1)  # what SLURM sends before the time limit
+  out, err = job.communicate(timeout=30)
+  assert job.returncode == 0, err
+  calls = log.read_text().splitlines()
+  assert calls[0] == ("srun --kill-on-bad-exit=1 python9 -m mdm_jax.main "
+                      "--config=configs/x.py:paper --workdir=/shared/run --mode=train "
+                      "--config.train.steps=3 --config.seed=1 MDM_JAX_DISTRIBUTED=1")
+  assert calls[1:] == ["srun got TERM", "scontrol requeue 4242"], calls
+  assert "requeueing" in out
+
+
+def test_sbatch_script_passes_the_exit_status_without_requeue(tmp_path):
+  env, log = _sbatch_env(tmp_path, SRUN_EXIT="3", MDM_MODE="eval", MDM_EXTRA_FLAGS="")
+  r = subprocess.run(["bash", str(LAUNCH / "gpu_slurm.sbatch")], env=env, cwd=tmp_path,
+                     capture_output=True, text=True, timeout=30)
+  assert r.returncode == 3, r.stderr
+  calls = log.read_text().splitlines()
+  assert len(calls) == 1 and "--mode=eval MDM_JAX_DISTRIBUTED=1" in calls[0]
+  assert not any(c.startswith("scontrol") for c in calls)
 
 
 def test_local_dry_run_multi_process():
@@ -101,7 +170,7 @@ def test_help_and_bad_flags(script):
 
 def test_shellcheck_clean():
   if shutil.which("shellcheck") is None:
-    if os.environ.get("CI"):
+    if os.environ.get("CI") == "true":
       pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
     pytest.skip("shellcheck not installed")
   files = sorted(str(p) for p in LAUNCH.iterdir() if p.suffix in (".sh", ".sbatch"))

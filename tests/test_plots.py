@@ -3,6 +3,7 @@ import importlib.util
 import json
 import os
 
+from matplotlib import image as mpimg
 import numpy as np
 import pytest
 
@@ -11,9 +12,42 @@ from mdm_jax import plots
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _is_png(path):
+def _is_png(path, min_px=200):
+  """A PNG of at least min_px x min_px pixels, in more than a few colours."""
   with open(path, "rb") as f:
-    return f.read(8) == PNG and os.path.getsize(path) > 1000
+    if f.read(8) != PNG:
+      return False
+  pixels = mpimg.imread(path)  # [H, W, 3 or 4] floats
+  colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+  return min(pixels.shape[:2]) >= min_px and len(colours) > 8
+
+
+def _drawn(fig):
+  """What the figure's axes show: (line y-data, image arrays, bar heights)."""
+  lines = [np.asarray(l.get_ydata(), float) for ax in fig.axes for l in ax.get_lines()]
+  images = [np.ma.filled(np.ma.asarray(im.get_array(), float), np.nan)
+            for ax in fig.axes for im in ax.get_images()]
+  bars = [p.get_height() for ax in fig.axes for p in ax.patches
+          if hasattr(p, "get_height")]
+  return lines, images, np.asarray(bars, float)
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+  """{file name: _drawn(fig)} of every figure the plots module saves."""
+  seen = {}
+  save = plots._save  # pylint: disable=protected-access
+
+  def recording_save(fig, path):
+    seen[os.path.basename(path)] = _drawn(fig)
+    return save(fig, path)
+
+  monkeypatch.setattr(plots, "_save", recording_save)
+  return seen
+
+
+def _has_line(lines, values):
+  return any(l.shape == np.shape(values) and np.allclose(l, values) for l in lines)
 
 
 def test_cell_mean_by_hand():
@@ -48,24 +82,34 @@ def test_position_mean_by_hand():
   assert np.isnan(got[2])
 
 
-def test_heatmaps_curves_and_position_plots_write_pngs(tmp_path):
+def test_heatmaps_curves_and_position_plots_write_pngs(tmp_path, drawn):
   rng = np.random.default_rng(0)
   grids = {"vanilla": rng.random((9, 9)), "margin": rng.random((9, 9))}
   grids["margin"][0, 0] = np.nan
   p = plots.plot_cell_heatmaps(grids, str(tmp_path / "a" / "heat.png"), title="t",
                                colorbar_label="step", box=(3, 3))
   assert _is_png(p)
+  _, images, _ = drawn["heat.png"]  # one panel per strategy, showing its grid
+  assert len(images) == 2
+  for got, want in zip(images, grids.values()):
+    np.testing.assert_array_equal(got, want)
   p = plots.plot_accuracy_vs_steps({"MDM vanilla": {5: 0.1, 50: 0.2},
                                     "MDM top prob margin": {"5": 0.5, "50": 0.9}},
                                    str(tmp_path / "acc.png"), title="t")
   assert _is_png(p)
+  lines, _, _ = drawn["acc.png"]  # in percent
+  assert _has_line(lines, [10.0, 20.0]) and _has_line(lines, [50.0, 90.0])
   err = rng.random(30)
   p = plots.plot_position_error(err, np.arange(30) < 10, str(tmp_path / "pe.png"),
                                 title="t")
   assert _is_png(p)
+  _, _, bars = drawn["pe.png"]
+  np.testing.assert_allclose(np.sort(bars), np.sort(err))  # one bar per position
   p = plots.plot_position_curves({"a": err, "b": err[::-1]}, str(tmp_path / "pc.png"),
                                  title="t", ylabel="y", boundary=10)
   assert _is_png(p)
+  lines, _, _ = drawn["pc.png"]
+  assert _has_line(lines, err) and _has_line(lines, err[::-1])
   with pytest.raises(ValueError, match="empty"):
     plots.plot_cell_heatmaps({}, str(tmp_path / "x.png"), title="t", colorbar_label="c")
   with pytest.raises(ValueError, match="empty"):
@@ -81,7 +125,7 @@ def _write_metrics(workdir, records, torn=True):
       f.write('{"step": 99, "train/lo')  # a killed run's last line
 
 
-def test_read_metrics_and_loss_curves(tmp_path):
+def test_read_metrics_and_loss_curves(tmp_path, drawn):
   wd = str(tmp_path / "run")
   recs = [{"step": s, "time": 0.0, "train/loss": 3.0 / s, "train/lr": 1e-3}
           for s in range(1, 6)]
@@ -95,6 +139,8 @@ def test_read_metrics_and_loss_curves(tmp_path):
   np.testing.assert_array_equal(steps, [1, 2, 3, 4, 5])
   assert values[-1] == 0.5  # the later record wins
   assert _is_png(plots.plot_loss_curves(wd, str(tmp_path / "loss.png")))
+  lines, _, _ = drawn["loss.png"]
+  assert _has_line(lines, [3.0, 1.5, 1.0, 0.75, 0.5]) and _has_line(lines, [1.5])
   _write_metrics(str(tmp_path / "nolo"), [{"step": 1, "train/lr": 1.0}])
   with pytest.raises(ValueError, match="no loss metric"):
     plots.plot_loss_curves(str(tmp_path / "nolo"), str(tmp_path / "x.png"))
@@ -123,7 +169,7 @@ def _pi_workdir(root, order, losses):
   return wd, c
 
 
-def test_pi_learner_runs_and_plot(tmp_path):
+def test_pi_learner_runs_and_plot(tmp_path, drawn):
   from mdm_jax import train
   from mdm_jax.models import transformer
   runs = []
@@ -138,6 +184,9 @@ def test_pi_learner_runs_and_plot(tmp_path):
     assert run["pi_order"] == order and order.replace("_", " ") in run["label"]
     runs.append(run)
   assert _is_png(plots.plot_pi_learners(runs, str(tmp_path / "pi.png")))
+  lines, _, _ = drawn["pi.png"]
+  for losses in ([0.9, 0.8], [0.5, 0.4], [0.7, 0.6], [0.6, 0.5]):
+    assert _has_line(lines, losses)
   assert plots.main(["pi", "--out", str(tmp_path / "pi2.png")]
                     + [str(tmp_path / o) for o in ("identity", "uniform")]) == 0
   assert _is_png(str(tmp_path / "pi2.png"))

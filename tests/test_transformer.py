@@ -32,7 +32,7 @@ def _init(config, batch=2, seed=0):
   tokens = jax.random.randint(jax.random.key(seed + 1), (batch, config.seq_len), 0,
                               config.vocab_size)
   shape_config = dataclasses.replace(config, causal=False, dropout=0.0,
-                                     dtype="float32", batch_chunk=0)
+                                     dtype="float32", batch_chunk=0, kernels="auto")
   return model, _cached_params(shape_config), tokens
 
 
@@ -318,3 +318,35 @@ def test_model_gradients_match_plain_autodiff(style, monkeypatch):
   grads_ref = jax.jit(jax.grad(loss))(params)
   for a, b in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_ref)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_kernels_auto_is_cpu_on_the_cpu_backend_and_checked():
+  assert jax.default_backend() == "cpu"
+  assert tfm.kernels_for("auto") == "cpu"
+  assert tfm.kernels_for("xla") == "xla" and tfm.kernels_for("cpu") == "cpu"
+  with pytest.raises(ValueError, match="kernels"):
+    _tiny(kernels="gpu")
+
+
+@pytest.mark.parametrize("style,causal,train", [
+    ("gpt2", False, False), ("gpt2", True, True), ("llama", False, True),
+    ("llama", True, False)])
+def test_cpu_and_xla_kernels_give_the_same_logits_and_gradients(style, causal, train):
+  base = dict(LLAMA_STYLE if style == "llama" else {}, causal=causal, dropout=0.1)
+  out = {}
+  for kernels in ("cpu", "xla"):
+    config = _tiny(kernels=kernels, **base)
+    model, params, tokens = _init(config)
+    if style == "llama":
+      params = model.init(jax.random.key(0), tokens)
+    rngs = {"dropout": jax.random.key(3)}
+    apply = lambda p: model.apply(p, tokens, train=train, rngs=rngs)  # pylint: disable=cell-var-from-loop
+    loss = lambda p: jnp.sum(jnp.sin(apply(p)))  # pylint: disable=cell-var-from-loop
+    out[kernels] = jax.jit(lambda p: (apply(p), jax.grad(loss)(p)))(params)  # pylint: disable=cell-var-from-loop
+  (logits_cpu, grads_cpu), (logits_xla, grads_xla) = out["cpu"], out["xla"]
+  np.testing.assert_allclose(logits_cpu, logits_xla, rtol=1e-5, atol=1e-5)
+  assert float(jnp.std(logits_cpu)) > 1e-3  # not a constant output
+  leaves_cpu, leaves_xla = jax.tree.leaves(grads_cpu), jax.tree.leaves(grads_xla)
+  assert jax.tree.structure(grads_cpu) == jax.tree.structure(grads_xla)
+  for a, b in zip(leaves_cpu, leaves_xla):  # float32 sums in another order
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

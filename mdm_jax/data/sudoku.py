@@ -1,5 +1,5 @@
 """Sudoku: generator of unique-solution puzzles, seven-strategy rating, splits, token
-layouts, symmetries and puzzle-file import (PAPER.md sections 4 and 5).
+layouts, symmetries and puzzle-file import (Kim et al. 2025, arXiv 2502.06768: Tables 2 and 5).
 
 Data (`Examples`, leading dimension N, N_c = n*n cells row-major, 0 = blank):
   'puzzle' int8[N, N_c], 'solution' int8[N, N_c],

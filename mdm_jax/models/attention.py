@@ -1,5 +1,9 @@
 """Multi-head attention core (no projections): RoPE and scaled dot-product attention.
 
+`dot_product_attention` is the hand-written core tuned for XLA:CPU;
+`xla_dot_product_attention` computes the same by the plain path (GPU / TPU);
+TransformerConfig.kernels chooses.
+
 Layout choice (CPU speed, see benchmarks/forward.py): the fused q/k/v projection
 output [B, L, 3, H, K] is transposed ONCE to [3, B, H, L, K], so that both attention
 matmuls are plain batched matmuls over (B, H) with no further copies, and the
@@ -85,3 +89,32 @@ def dot_product_attention(
   out_BxHxLxK = jnp.einsum("bhqk,bhkd->bhqd", exp_BxHxLxL.astype(v_BxHxLxK.dtype),
                            v_BxHxLxK, preferred_element_type=jnp.float32)
   return (out_BxHxLxK / denom_BxHxLx1).astype(dtype)
+
+
+def xla_dot_product_attention(
+    q_BxHxLxK: jax.Array, k_BxHxLxK: jax.Array, v_BxHxLxK: jax.Array, *,
+    causal: bool, dropout_fn: Callable[[jax.Array], jax.Array] | None = None
+) -> jax.Array:
+  """The same function as `dot_product_attention`, by the plain path (GPU / TPU).
+
+  Without dropout: `jax.nn.dot_product_attention` (XLA picks its fused kernels;
+  [B, L, H, K] layout outside). With dropout: softmax in float32, `dropout_fn` on
+  the probabilities, then the weighted sum, all by autodiff (no hand-written
+  normalisation order).
+  """
+  dtype = q_BxHxLxK.dtype
+  if dropout_fn is None:
+    out_BxLxHxK = jax.nn.dot_product_attention(
+        q_BxHxLxK.swapaxes(1, 2), k_BxHxLxK.swapaxes(1, 2), v_BxHxLxK.swapaxes(1, 2),
+        is_causal=causal)
+    return out_BxLxHxK.swapaxes(1, 2).astype(dtype)
+  head_dim, length = q_BxHxLxK.shape[-1], q_BxHxLxK.shape[-2]
+  scores_BxHxLxL = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxLxK, k_BxHxLxK,
+                              preferred_element_type=jnp.float32) / np.sqrt(head_dim)
+  if causal:
+    allowed_LxL = np.tril(np.ones((length, length), dtype=bool))
+    scores_BxHxLxL = jnp.where(allowed_LxL, scores_BxHxLxL, -1e30)
+  probs_BxHxLxL = dropout_fn(jax.nn.softmax(scores_BxHxLxL, axis=-1))
+  out_BxHxLxK = jnp.einsum("bhqk,bhkd->bhqd", probs_BxHxLxL.astype(v_BxHxLxK.dtype),
+                           v_BxHxLxK, preferred_element_type=jnp.float32)
+  return out_BxHxLxK.astype(dtype)

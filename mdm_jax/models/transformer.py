@@ -1,4 +1,4 @@
-"""One Flax transformer denoiser with the paper's presets (PAPER.md section 4).
+"""One Flax transformer denoiser with the presets of Kim et al. 2025 (arXiv 2502.06768).
 
 GPT-2 style (LayerNorm, GELU, learned positions) and LLaMA style (RMSNorm, SwiGLU,
 RoPE) are options of the same module. Bidirectional for masked diffusion, causal for
@@ -22,6 +22,7 @@ _POSITIONAL = ("learned", "rope")
 _NORMS = ("layernorm", "rmsnorm")
 _MLPS = ("gelu", "swiglu")
 _DTYPES = ("float32", "bfloat16")
+KERNELS = ("auto", "cpu", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,11 @@ class TransformerConfig:
   # runs after the whole forward, so chunks leave the cache; use
   # config.train.grad_accum (forward + backward per micro-batch) instead.
   batch_chunk: int = 0
+  # Matmul and attention kernels: 'cpu' = the hand-written ones tuned for XLA:CPU
+  # (`dense_matmul`'s VJP, `attention.dot_product_attention`); 'xla' = the plain
+  # ones (jnp.dot with autodiff, jax.nn.dot_product_attention), for GPU / TPU;
+  # 'auto' = 'cpu' on the CPU backend, else 'xla' (`kernels_for`).
+  kernels: str = "auto"
 
   def __post_init__(self):
     for name in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads",
@@ -86,6 +92,8 @@ class TransformerConfig:
       raise ValueError(f"max_positions must be >= 0, got {self.max_positions}")
     if self.batch_chunk < 0:
       raise ValueError(f"batch_chunk must be >= 0, got {self.batch_chunk}")
+    if self.kernels not in KERNELS:
+      raise ValueError(f"kernels={self.kernels!r}; choose one of {KERNELS}")
 
   @property
   def head_dim(self) -> int:
@@ -230,6 +238,13 @@ def _dense_matmul_bwd(residuals, dy_NxO: jax.Array):
 dense_matmul.defvjp(_dense_matmul_fwd, _dense_matmul_bwd)
 
 
+def kernels_for(kernels: str) -> str:
+  """'cpu' or 'xla' for TransformerConfig.kernels ('auto': by jax.default_backend())."""
+  if kernels == "auto":
+    return "cpu" if jax.default_backend() == "cpu" else "xla"
+  return kernels
+
+
 def _kernel_init(std: float) -> nn.initializers.Initializer:
   return nn.initializers.normal(stddev=std)
 
@@ -266,12 +281,14 @@ class _Dense(nn.Module):
   std: float
   dtype: Any
   param_dtype: Any
+  kernels: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", _kernel_init(self.std),
                         (x.shape[-1], self.features), self.param_dtype)
-    y = dense_matmul(x.astype(self.dtype), kernel.astype(self.dtype))
+    matmul = dense_matmul if kernels_for(self.kernels) == "cpu" else jnp.dot
+    y = matmul(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.features,),
                         self.param_dtype)
@@ -288,7 +305,7 @@ class _Attention(nn.Module):
     cfg = self.config
     dtype, pdtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
     qkv_BxLx3D = _Dense(3 * cfg.d_model, cfg.use_bias, cfg.init_std, dtype, pdtype,
-                        name="qkv")(x_BxLxD)
+                        name="qkv", kernels=cfg.kernels)(x_BxLxD)
     q, k, v = attention.split_heads(qkv_BxLx3D, cfg.num_heads)  # each [B, H, L, K]
     if cfg.qk_norm:
       q = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype, name="q_norm")(q)
@@ -300,12 +317,13 @@ class _Attention(nn.Module):
     dropout_fn = None
     if train and cfg.dropout > 0:
       dropout_fn = lambda e: _Dropout(cfg.dropout, name="probs_dropout")(e, train=True)
-    out_BxHxLxK = attention.dot_product_attention(q, k, v, causal=cfg.causal,
-                                                  dropout_fn=dropout_fn)
+    core = (attention.dot_product_attention if kernels_for(cfg.kernels) == "cpu"
+            else attention.xla_dot_product_attention)
+    out_BxHxLxK = core(q, k, v, causal=cfg.causal, dropout_fn=dropout_fn)
     out_BxLxD = attention.merge_heads(out_BxHxLxK)
     resid_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
     return _Dense(cfg.d_model, cfg.use_bias, resid_std, dtype, pdtype,
-                  name="out")(out_BxLxD)
+                  name="out", kernels=cfg.kernels)(out_BxLxD)
 
 
 class _Mlp(nn.Module):
@@ -318,15 +336,15 @@ class _Mlp(nn.Module):
     resid_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
     if cfg.mlp == "swiglu":
       gate_up = _Dense(2 * cfg.mlp_dim, cfg.use_bias, cfg.init_std, dtype, pdtype,
-                       name="gate_up")(x_BxLxD)
+                       name="gate_up", kernels=cfg.kernels)(x_BxLxD)
       gate, up = jnp.split(gate_up, 2, axis=-1)
       hidden = jax.nn.silu(gate) * up
     else:
       hidden = _Dense(cfg.mlp_dim, cfg.use_bias, cfg.init_std, dtype, pdtype,
-                      name="fc1")(x_BxLxD)
+                      name="fc1", kernels=cfg.kernels)(x_BxLxD)
       hidden = jax.nn.gelu(hidden, approximate=True)
     return _Dense(cfg.d_model, cfg.use_bias, resid_std, dtype, pdtype,
-                  name="fc2")(hidden)
+                  name="fc2", kernels=cfg.kernels)(hidden)
 
 
 class _Block(nn.Module):
@@ -373,7 +391,7 @@ class _Network(nn.Module):
     x_BxLxD = _Norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, pdtype,
                     name="final_norm")(x_BxLxD)
     logits = _Dense(cfg.vocab_size, cfg.use_bias, cfg.init_std, dtype, pdtype,
-                    name="head")(x_BxLxD)
+                    name="head", kernels=cfg.kernels)(x_BxLxD)
     return carry, logits.astype(jnp.float32)
 
 
