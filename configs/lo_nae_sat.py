@@ -4,7 +4,8 @@ r"""L&O-NAE-SAT masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table
 tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
 50 (250), 100 (200); default 25. Presets:
   demo   N=8 latents, P=40 observations (or the given N with P=300-N), tiny
-         model, minutes on a CPU.
+         model, minutes on a CPU: exercises the pipeline only; at this size and
+         length the model stays at chance (no CPU-scale Table 1 yet, REPRODUCTION.md).
   paper  llama-19m (8 x 384, 6 heads, SwiGLU, RMSNorm, RoPE), lr 1e-3, batch 128.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 """

@@ -8,7 +8,8 @@ the latents that determine them, and the loss gets worse. L&O-NAE-SAT is used
 because every position is generated (no prompt), as in the paper's text runs.
 
 `--config=configs/pi_learner.py:<preset>[,<order>][,bf16]`; presets:
-  demo   N=8, P=40, tiny causal model, minutes on a CPU.
+  demo   N=8, P=40, tiny causal model, minutes on a CPU: exercises the pipeline
+         only (no CPU-scale pi-learner comparison yet, REPRODUCTION.md).
   paper  (N, P) = (25, 275), the llama-19m model made causal, lr 1e-3, batch 128.
 Compare runs by val/loss (nats per counted token) in metrics.jsonl.
 """

@@ -2,7 +2,8 @@ r"""Zebra puzzle autoregressive baseline (Kim et al. 2025, arXiv 2502.06768, Tab
 
 `--config=configs/zebra_arm.py:<preset>[,<ordering>][,bf16]`, orderings 'solver'
 (default, "with ordering"), 'row_major', 'random'. Presets demo / paper / gpu as in
-sudoku_arm.py (paper: arm-42m with Shah et al.'s optimizer settings).
+sudoku_arm.py (paper: arm-42m with Shah et al.'s optimizer settings); the demo
+exercises the pipeline only (it does not learn Zebra in that time).
 """
 from mdm_jax import config_schema as common
 

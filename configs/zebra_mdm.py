@@ -1,7 +1,9 @@
 r"""Zebra (Einstein) puzzle masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table 3).
 
 Presets (`--config=configs/zebra_mdm.py:<preset>[,bf16]`):
-  demo   3-4 houses x 3-4 attributes, tiny model, minutes on a CPU.
+  demo   3-4 houses x 3-4 attributes, tiny model, minutes on a CPU: exercises the
+         pipeline only; a model this small and short does not learn Zebra (no
+         CPU-scale Zebra result yet, REPRODUCTION.md).
   paper  3-6 x 3-6 puzzles, llama-19m (8 x 384, 6 heads, SwiGLU 1536, RMSNorm, RoPE),
          lr 1e-3, batch 128, AdamW, cosine, 300 epochs of 1.5M puzzles.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
