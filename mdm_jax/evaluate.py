@@ -135,9 +135,7 @@ def _check_sampler_options(strategies: Sequence[str], mask_id: int,
   for s in strategies:
     if s == ARM_STRATEGY:
       continue
-    opts = dict(options)
-    if s == "vanilla":
-      opts["remask"] = False  # remasking needs an ordering; vanilla ignores it
+    opts = sampling.strategy_options(s, options)  # vanilla: no remask, no adaptive K
     sampling.make_sampler(lambda p, t: t, mask_id=mask_id, strategy=s, **opts)
 
 
@@ -204,9 +202,7 @@ def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
 def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None,
                 params: Any, mask_id: int, options: Mapping[str, Any]
                 ) -> Callable[[jax.Array, jax.Array], sampling.SampleOutput]:
-  opts = dict(options)
-  if strategy == "vanilla":
-    opts["remask"] = False
+  opts = sampling.strategy_options(strategy, options)
   if logits_fn is not None:
     return functools.partial(sampling.sample, logits_fn, mask_id=mask_id,
                              strategy=strategy, **opts)
@@ -274,6 +270,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         remask: bool = False,
                         gumbel_schedule: str = "constant",
                         score_space: str = "prob",
+                        threshold: float | None = None,
+                        factor: float | None = None,
+                        entropy_budget: float | None = None,
                         arm_ordering: str | None = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -290,7 +289,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
     num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
-      score_space: `sampling.sample` options ('vanilla' ignores remask).
+      score_space, threshold, factor, entropy_budget: `sampling.sample` options
+      ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
@@ -316,7 +316,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   _check_key(key)
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                  temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
-                 score_space=score_space)
+                 score_space=score_space, threshold=threshold, factor=factor,
+                 entropy_budget=entropy_budget)
 
   encoded = task.mdm_encode(examples)
   tokens_NxL = np.asarray(encoded["tokens"], np.int32)

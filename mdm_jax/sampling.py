@@ -26,6 +26,29 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
    re-predicted at each step and only the best-scoring ones stay fixed, so that the
    number of fixed positions follows the same K schedule.
 
+Adaptive k_modes (not with 'vanilla') let the model's confidence set the number
+of positions fixed per step instead of the schedule; each fixes at least one
+masked position per step while any remain, and the last step (i = T-1) still
+fixes everything left, so `num_steps` is a budget (T = L never forces). With c_i
+the model's probability of the value written at i (softmax(logits) with MASK
+excluded, whatever the temperature; at temperature 0 the top probability):
+   - 'threshold' (Fast-dLLM, `threshold` tau in (0, 1]): every masked position with
+     c_i >= tau;
+   - 'factor' (Fast-dLLM, `factor` f > 0): with the masked positions ordered by c
+     (ties to the lower position) and c_(n) the n-th, the first n* of them, n* the
+     largest n with (n + 1)(1 - c_(n)) < f (the left side never decreases in n);
+   - 'entropy_bounded' (EB-sampler, `entropy_budget` gamma >= 0): with the masked
+     positions ordered by the strategy's score, the longest prefix whose entropies
+     (nats, of softmax(logits)) sum to at most gamma plus their largest one.
+   When a rule picks no position (threshold, factor), the row fixes its best
+   position by the strategy's score. So the strategy, with its Gumbel noise, orders
+   the EB-sampler's prefix and picks the fallback; the threshold and factor sets
+   themselves depend on c only (with 'top_prob' at temperature 0 and no noise, the
+   fallback is the most confident position, as in Fast-dLLM). With `remask=True`
+   the rule only sets the count: K = the size of the rule's set on the masked
+   positions, and, as for the other k_modes, the best (already fixed + K) of all
+   generated positions by the strategy's score stay fixed.
+
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
 over devices along their first axis without any gathering.
@@ -43,7 +66,14 @@ import numpy as np
 from mdm_jax import schedules
 
 STRATEGIES = ("vanilla", "random", "top_prob", "margin", "entropy")
-K_MODES = ("deterministic", "binomial")
+K_MODES = ("deterministic", "binomial", "threshold", "factor", "entropy_bounded")
+# The k_modes whose count adapts to the model's confidence, and the option each reads
+# (None in `sample` = not given; the default below is then used).
+ADAPTIVE_K_MODES = {"threshold": "threshold", "factor": "factor",
+                    "entropy_bounded": "entropy_budget"}
+DEFAULT_THRESHOLD = 0.9  # Fast-dLLM's confidence threshold tau
+DEFAULT_FACTOR = 1.0  # Fast-dLLM's factor f
+DEFAULT_ENTROPY_BUDGET = 0.1  # EB-sampler's gamma
 GUMBEL_SCHEDULES = ("constant", "annealed")
 SCORE_SPACES = ("prob", "log")
 
@@ -76,10 +106,60 @@ class _State:
 # Argument checks (Python, before tracing).
 
 
+def _check_float(name: str, value: Any, *, low: float, low_open: bool,
+                 high: float | None = None) -> float:
+  """A finite Python/numpy float (ints allowed, not bools) in the given range."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise ValueError(f"{name} must be a float, got {value!r}")
+  value = float(value)
+  ok = np.isfinite(value) and (value > low if low_open else value >= low)
+  if high is not None:
+    ok = ok and value <= high
+  if not ok:
+    where = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+    raise ValueError(f"{name} must be a finite float in {where}, got {value!r}")
+  return value
+
+
+def _adaptive_options(*, strategy: str, k_mode: str, threshold: Any, factor: Any,
+                      entropy_budget: Any) -> dict[str, float | None]:
+  """Checks the options of the adaptive k_modes; -> {name: float or None}.
+
+  Each option belongs to one k_mode: given (not None) with another k_mode it is an
+  error; not given with its own k_mode it takes its default.
+  """
+  given = dict(threshold=threshold, factor=factor, entropy_budget=entropy_budget)
+  own = ADAPTIVE_K_MODES.get(k_mode)
+  for name, value in given.items():
+    if value is not None and name != own:
+      mode = next(m for m, o in ADAPTIVE_K_MODES.items() if o == name)
+      raise ValueError(f"{name}={value!r} is only used by k_mode={mode!r}, but "
+                       f"k_mode={k_mode!r}; leave {name} unset (None)")
+  if own is not None and strategy == "vanilla":
+    raise ValueError(f"k_mode={k_mode!r} needs an ordering strategy ('random', "
+                     "'top_prob', 'margin', 'entropy'), not 'vanilla' (which fixes "
+                     "each position independently)")
+  out: dict[str, float | None] = {name: None for name in given}
+  if own == "threshold":
+    out["threshold"] = _check_float(
+        "threshold", DEFAULT_THRESHOLD if threshold is None else threshold,
+        low=0.0, low_open=True, high=1.0)
+  elif own == "factor":
+    out["factor"] = _check_float("factor", DEFAULT_FACTOR if factor is None else factor,
+                                 low=0.0, low_open=True)
+  elif own == "entropy_budget":
+    out["entropy_budget"] = _check_float(
+        "entropy_budget", DEFAULT_ENTROPY_BUDGET if entropy_budget is None
+        else entropy_budget, low=0.0, low_open=False)
+  return out
+
+
 def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any,
                    k_mode: Any, gumbel: Any, temperature: Any,
                    remask: Any, gumbel_schedule: Any = "constant",
-                   score_space: Any = "prob") -> schedules.Schedule:
+                   score_space: Any = "prob", threshold: Any = None,
+                   factor: Any = None, entropy_budget: Any = None
+                   ) -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -108,6 +188,8 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
   if remask and strategy == "vanilla":
     raise ValueError("remask=True needs an ordering strategy ('random', 'top_prob', "
                      "'margin', 'entropy'), not 'vanilla'")
+  _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
+                    factor=factor, entropy_budget=entropy_budget)
   if isinstance(schedule, schedules.Schedule):
     return schedule
   if not isinstance(schedule, str):
@@ -216,27 +298,49 @@ def _gumbel(u: jax.Array) -> jax.Array:
 
 
 def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
-                       strategy: str, temperature: float, score_space: str = "prob"
-                       ) -> tuple[jax.Array | None, jax.Array]:
-  """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32.
+                       strategy: str, temperature: float, score_space: str = "prob",
+                       k_mode: str = "deterministic"
+                       ) -> tuple[jax.Array | None, jax.Array, dict[str, jax.Array]]:
+  """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32, extras.
 
   `noise` holds uniforms in (0, 1): 'value' [B, L, V] when temperature > 0, 'score'
-  [B, L] for 'random'.
+  [B, L] for 'random'. `extras` holds what the adaptive k_modes read, from the
+  model's own distribution softmax(logits): 'conf' (the probability of the written
+  value; 'threshold', 'factor') and 'entropy' (nats; 'entropy_bounded').
   """
   if temperature > 0.0:
     values_BxL = jnp.argmax(logits_BxLxV / temperature + _gumbel(noise["value"]), axis=-1)
   else:
     values_BxL = jnp.argmax(logits_BxLxV, axis=-1)
   values_BxL = values_BxL.astype(jnp.int32)
-  if strategy == "vanilla":
-    return None, values_BxL
-  if strategy == "random":
-    return noise["score"], values_BxL
+  need_stats = strategy in ("top_prob", "margin", "entropy") or k_mode in ADAPTIVE_K_MODES
+  if not need_stats:
+    return (None if strategy == "vanilla" else noise["score"]), values_BxL, {}
 
   max_BxL = jnp.max(logits_BxLxV, axis=-1)
   z_BxLxV = logits_BxLxV - max_BxL[..., None]
   sumexp_BxL = jnp.sum(jnp.exp(z_BxLxV), axis=-1)
-  if strategy == "top_prob":
+  iota_V = jnp.arange(logits_BxLxV.shape[-1])
+
+  def neg_entropy() -> jax.Array:
+    p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
+    logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
+    return jnp.sum(jnp.where(p_BxLxV > 0, p_BxLxV * logp_BxLxV, 0.0), axis=-1)
+
+  extras = {}
+  if k_mode in ("threshold", "factor"):
+    if temperature > 0.0:  # z of the written value (a select, not a gather)
+      z_value_BxL = jnp.max(jnp.where(iota_V == values_BxL[..., None], z_BxLxV, -jnp.inf),
+                            axis=-1)
+      extras["conf"] = jnp.exp(z_value_BxL) / sumexp_BxL
+    else:  # the argmax: z = 0
+      extras["conf"] = 1.0 / sumexp_BxL
+  elif k_mode == "entropy_bounded":
+    extras["entropy"] = -neg_entropy()
+
+  if strategy == "random":
+    score_BxL = noise["score"]
+  elif strategy == "top_prob":
     if score_space == "log":
       score_BxL = -jnp.log(sumexp_BxL)  # = log max_j p(j)
     else:
@@ -244,7 +348,6 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
   elif strategy == "margin":
     # Second largest logit: drop one (the first) argmax, so that ties give margin 0.
     top1_BxL = jnp.argmax(logits_BxLxV, axis=-1)
-    iota_V = jnp.arange(logits_BxLxV.shape[-1])
     second_BxL = jnp.max(jnp.where(iota_V == top1_BxL[..., None], -jnp.inf, z_BxLxV),
                          axis=-1)
     if score_space == "log":  # log(p(j1) - p(j2)); -inf on exact ties
@@ -252,13 +355,12 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
     else:
       score_BxL = (1.0 - jnp.exp(second_BxL)) / sumexp_BxL  # = p(j1) - p(j2)
   elif strategy == "entropy":
-    p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
-    logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
-    score_BxL = jnp.sum(jnp.where(p_BxLxV > 0, p_BxLxV * logp_BxLxV, 0.0),
-                        axis=-1)  # = -entropy
+    score_BxL = -extras["entropy"] if "entropy" in extras else neg_entropy()
+  elif strategy == "vanilla":
+    score_BxL = None
   else:
     raise ValueError(f"unknown strategy {strategy!r}")
-  return score_BxL, values_BxL
+  return score_BxL, values_BxL, extras
 
 
 # Up to this length, ranks come from all pairwise comparisons (L^2 per row, fused into
@@ -267,38 +369,116 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
 _PAIRWISE_MAX_LEN = 256
 
 
+def _rank_key(score: jax.Array, candidates: jax.Array) -> jax.Array:
+  """float32 sort key (lower first) of (-score) for candidates, +inf for the others.
+
+  -inf/NaN scores become finite (NaN ranks last among candidates), so that every
+  candidate ranks before every non-candidate.
+  """
+  big = jnp.finfo(jnp.float32).max
+  return jnp.where(candidates, jnp.nan_to_num(-score.astype(jnp.float32), nan=big),
+                   jnp.inf)
+
+
+def _ahead(key: jax.Array, *, or_self: bool) -> jax.Array:
+  """bool[..., N, N]: [i, j] = element j ranks before element i by (key, index)."""
+  n = key.shape[-1]
+  iota = jnp.arange(n)
+  key_i, key_j = key[..., :, None], key[..., None, :]
+  earlier = iota[None, :] <= iota[:, None] if or_self else iota[None, :] < iota[:, None]
+  return (key_j < key_i) | ((key_j == key_i) & earlier)
+
+
+def _sorted_order(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(perm, rank) along the last axis by (key, index): perm[r] = element of rank r."""
+  iota = jax.lax.broadcasted_iota(jnp.int32, key.shape, key.ndim - 1)
+  _, perm = jax.lax.sort((key, iota), dimension=key.ndim - 1, is_stable=True, num_keys=1)
+  _, rank = jax.lax.sort((perm, iota), dimension=key.ndim - 1, is_stable=True, num_keys=1)
+  return perm, rank
+
+
+def _ranks(key: jax.Array, pairwise_max: int = _PAIRWISE_MAX_LEN) -> jax.Array:
+  """int32 rank of each element along the last axis by (key, index), from 0.
+
+  Exact ranks without gathers or scatters (which partition badly over a sharded
+  batch): pairwise comparisons up to `pairwise_max` elements, else two sorts.
+  """
+  if key.shape[-1] <= pairwise_max:
+    return jnp.sum(_ahead(key, or_self=False), axis=-1, dtype=jnp.int32)
+  return _sorted_order(key)[1]
+
+
+def _prefix_sum_max(key: jax.Array, values: jax.Array,
+                    pairwise_max: int = _PAIRWISE_MAX_LEN) -> tuple[jax.Array, jax.Array]:
+  """(sum, max) of `values` over each element and every element ranked before it.
+
+  Ranked along the last axis by (key, index) as `_ranks`; float32.
+  """
+  values = values.astype(jnp.float32)
+  if key.shape[-1] <= pairwise_max:
+    upto = _ahead(key, or_self=True)  # [..., i, j]: j ranks before i, or j = i
+    total = jnp.sum(jnp.where(upto, values[..., None, :], 0.0), axis=-1)
+    most = jnp.max(jnp.where(upto, values[..., None, :], -jnp.inf), axis=-1)
+    return total, most
+  axis = key.ndim - 1
+  iota = jax.lax.broadcasted_iota(jnp.int32, key.shape, axis)
+  _, perm, sorted_values = jax.lax.sort((key, iota, values), dimension=axis,
+                                        is_stable=True, num_keys=1)
+  total = jnp.cumsum(sorted_values, axis=axis)
+  most = jax.lax.cummax(sorted_values, axis=axis)
+  _, total, most = jax.lax.sort((perm, total, most), dimension=axis, is_stable=True,
+                                num_keys=1)
+  return total, most
+
+
 def _select_top(score_BxL: jax.Array, candidates_BxL: jax.Array,
                 count_B: jax.Array) -> jax.Array:
   """bool[B, L]: exactly min(count, #candidates) candidates per row, best scores first.
 
   Candidates are ranked by (-score, position), so ties go to the lower position;
   -inf/NaN scores become finite, so every candidate ranks before every non-candidate.
-  No threshold on score values is involved, only exact ranks, computed without
-  gathers or scatters (which partition badly over a sharded batch).
+  No threshold on score values is involved, only exact ranks.
   """
-  big = jnp.finfo(jnp.float32).max
-  key_BxL = jnp.where(candidates_BxL,
-                      jnp.nan_to_num(-score_BxL.astype(jnp.float32), nan=big), jnp.inf)
-  length = key_BxL.shape[1]
-  if length <= _PAIRWISE_MAX_LEN:
-    iota_L = jnp.arange(length)
-    key_i, key_j = key_BxL[:, :, None], key_BxL[:, None, :]
-    ahead_BxLxL = (key_j < key_i) | ((key_j == key_i) & (iota_L[None, :] < iota_L[:, None]))
-    rank_BxL = jnp.sum(ahead_BxLxL, axis=-1, dtype=jnp.int32)  # [b, i]: # ahead of i
-  else:
-    iota_BxL = jax.lax.broadcasted_iota(jnp.int32, key_BxL.shape, 1)
-    _, perm_BxL = jax.lax.sort((key_BxL, iota_BxL), dimension=1, is_stable=True,
-                               num_keys=1)
-    _, rank_BxL = jax.lax.sort((perm_BxL, iota_BxL), dimension=1, is_stable=True,
-                               num_keys=1)
+  rank_BxL = _ranks(_rank_key(score_BxL, candidates_BxL))
   return candidates_BxL & (rank_BxL < count_B[:, None])
+
+
+def _adaptive_select(k_mode: str, *, score_BxL: jax.Array, candidates_BxL: jax.Array,
+                     conf_BxL: jax.Array | None, entropy_BxL: jax.Array | None,
+                     threshold: float | None, factor: float | None,
+                     entropy_budget: float | None) -> jax.Array:
+  """bool[B, L]: the candidates an adaptive k_mode fixes (at least one per row that
+  has a candidate; see the module docstring)."""
+  if k_mode == "threshold":
+    rule_BxL = candidates_BxL & (conf_BxL >= threshold)
+  elif k_mode == "factor":
+    # n-th best confidence (n = rank + 1): fix it when (n + 1)(1 - c_(n)) < f. The
+    # left side never decreases with n, so the fixed ones are a prefix by confidence.
+    rank_BxL = _ranks(_rank_key(conf_BxL, candidates_BxL))
+    rule_BxL = candidates_BxL & (
+        (rank_BxL.astype(jnp.float32) + 2.0) * (1.0 - conf_BxL) < factor)
+  elif k_mode == "entropy_bounded":
+    # Prefix in the strategy's order: sum of entropies minus their max <= gamma (never
+    # decreases along the order, so a prefix; its first element always qualifies).
+    key_BxL = _rank_key(score_BxL, candidates_BxL)
+    total_BxL, most_BxL = _prefix_sum_max(
+        key_BxL, jnp.where(candidates_BxL, entropy_BxL, 0.0))
+    rule_BxL = candidates_BxL & (total_BxL - most_BxL <= entropy_budget)
+  else:
+    raise ValueError(f"unknown adaptive k_mode {k_mode!r}")
+  # At least one: the best candidate by the strategy's score when the rule has none.
+  none_B = ~jnp.any(rule_BxL, axis=-1)
+  first_BxL = _select_top(score_BxL, candidates_BxL, jnp.ones_like(none_B, jnp.int32))
+  return rule_BxL | (first_BxL & none_B[:, None])
 
 
 def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  mask_id: int, strategy: str, num_steps: int,
                  schedule: schedules.Schedule, k_mode: str, gumbel: float,
                  temperature: float, remask: bool, gumbel_schedule: str = "constant",
-                 score_space: str = "prob") -> SampleOutput:
+                 score_space: str = "prob", threshold: float | None = None,
+                 factor: float | None = None, entropy_budget: float | None = None
+                 ) -> SampleOutput:
   """The sampler itself (traceable; arguments already validated)."""
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   shape_BxL = tokens_BxL.shape
@@ -332,9 +512,9 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                                    minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
       noise = {name: u_BxLxN[..., c] if name == "value" else u_BxLxN[..., c.start]
                for name, c in channels.items()}
-    score_BxL, values_BxL = _scores_and_values(logits_BxLxV, noise, strategy=strategy,
-                                               temperature=temperature,
-                                               score_space=score_space)
+    score_BxL, values_BxL, extras = _scores_and_values(
+        logits_BxLxV, noise, strategy=strategy, temperature=temperature,
+        score_space=score_space, k_mode=k_mode)
 
     if strategy == "vanilla":
       select_BxL = masked_BxL & (noise["count"] < p)
@@ -343,12 +523,22 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
         scale = gumbel * (1.0 - step.astype(jnp.float32) / num_steps
                           if gumbel_schedule == "annealed" else 1.0)
         score_BxL = score_BxL + scale * _gumbel(noise["gumbel"])
+      adaptive_BxL = None
       if k_mode == "deterministic":
         count_B = jnp.round(num_masked_B.astype(jnp.float32) * p).astype(jnp.int32)
         count_B = jnp.minimum(jnp.maximum(count_B, 1), num_masked_B)
-      else:  # binomial with the same mean
+      elif k_mode == "binomial":  # the same mean
         count_B = jnp.sum(masked_BxL & (noise["count"] < p), axis=-1, dtype=jnp.int32)
-      if remask:  # keep the best (already fixed + count) of all generated positions
+      else:  # adaptive: the rule's positions (the last step fixes all that is left)
+        adaptive_BxL = _adaptive_select(
+            k_mode, score_BxL=score_BxL, candidates_BxL=masked_BxL,
+            conf_BxL=extras.get("conf"), entropy_BxL=extras.get("entropy"),
+            threshold=threshold, factor=factor, entropy_budget=entropy_budget)
+        adaptive_BxL = adaptive_BxL | (masked_BxL & (step == num_steps - 1))
+        count_B = jnp.sum(adaptive_BxL, axis=-1, dtype=jnp.int32)
+      if adaptive_BxL is not None and not remask:
+        select_BxL = adaptive_BxL
+      elif remask:  # keep the best (already fixed + count) of all generated positions
         select_BxL = _select_top(score_BxL, ~given_BxL,
                                  num_gen_B - num_masked_B + count_B)
       else:
@@ -375,7 +565,8 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
-           "gumbel", "temperature", "remask", "gumbel_schedule", "score_space")
+           "gumbel", "temperature", "remask", "gumbel_schedule", "score_space",
+           "threshold", "factor", "entropy_budget")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -388,7 +579,9 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            schedule: str | schedules.Schedule = "linear",
            k_mode: str = "deterministic", gumbel: float = 0.0,
            temperature: float = 0.0, remask: bool = False,
-           gumbel_schedule: str = "constant", score_space: str = "prob") -> SampleOutput:
+           gumbel_schedule: str = "constant", score_space: str = "prob",
+           threshold: float | None = None, factor: float | None = None,
+           entropy_budget: float | None = None) -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -403,7 +596,13 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
       has a MASK left).
     schedule: schedule name or `schedules.Schedule` giving alpha(t).
     k_mode: 'deterministic' (K = round(m p), at least 1) or 'binomial'
-      (K ~ Binomial(m, p)); not used by 'vanilla'.
+      (K ~ Binomial(m, p)); not used by 'vanilla'. Adaptive (see the module
+      docstring; not with 'vanilla'): 'threshold', 'factor', 'entropy_bounded'.
+    threshold: tau in (0, 1] of k_mode 'threshold' (None: DEFAULT_THRESHOLD).
+    factor: f > 0 of k_mode 'factor' (None: DEFAULT_FACTOR).
+    entropy_budget: gamma >= 0 of k_mode 'entropy_bounded' (None:
+      DEFAULT_ENTROPY_BUDGET). Each of these three must stay None with another
+      k_mode.
     gumbel: coefficient of the Gumbel noise added to the ordering score (the
       paper states 0.5 on puzzles); not used by 'vanilla'.
     gumbel_schedule: 'constant' (the coefficient at every step) or 'annealed'
@@ -420,7 +619,11 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   schedule = _check_options(mask_id=mask_id, strategy=strategy, num_steps=num_steps,
                             schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                             temperature=temperature, remask=remask,
-                            gumbel_schedule=gumbel_schedule, score_space=score_space)
+                            gumbel_schedule=gumbel_schedule, score_space=score_space,
+                            threshold=threshold, factor=factor,
+                            entropy_budget=entropy_budget)
+  adaptive = _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
+                               factor=factor, entropy_budget=entropy_budget)
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
   _check_tokens(tokens_BxL)
@@ -434,19 +637,26 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   return run(logits_fn, tokens_BxL, key, mask_id=int(mask_id), strategy=strategy,
              num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
              gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
-             gumbel_schedule=gumbel_schedule, score_space=score_space)
+             gumbel_schedule=gumbel_schedule, score_space=score_space, **adaptive)
 
 
 # Options of `sample` that a config's `sampler` section sets, with their defaults.
 CONFIG_OPTIONS: dict[str, Any] = dict(
     num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
-    gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False)
+    gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False,
+    threshold=DEFAULT_THRESHOLD, factor=DEFAULT_FACTOR,
+    entropy_budget=DEFAULT_ENTROPY_BUDGET)
 
 
 def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
   """`sample` keyword arguments from a config's `sampler` section (a ConfigDict or
   a dict, e.g. an older run's saved config); missing fields take CONFIG_OPTIONS'
-  defaults, `overrides` that are not None replace fields."""
+  defaults, `overrides` that are not None replace fields.
+
+  The option of an adaptive k_mode ('threshold', 'factor', 'entropy_budget') is
+  None unless the resulting k_mode is its own: a config holds all three, but
+  `sample` accepts only the one its k_mode reads. An override given for another
+  k_mode is kept, so that `sample` rejects it."""
   options = {}
   for name, default in CONFIG_OPTIONS.items():
     value = None
@@ -458,11 +668,30 @@ def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, An
     if overrides.get(name) is not None:
       value = overrides[name]
     options[name] = type(default)(default if value is None else value)
+  for mode, name in ADAPTIVE_K_MODES.items():
+    if options["k_mode"] != mode and overrides.get(name) is None:
+      options[name] = None
   unknown = set(overrides) - set(CONFIG_OPTIONS)
   if unknown:
     raise ValueError(f"unknown sampler options {sorted(unknown)}; valid: "
                      f"{', '.join(CONFIG_OPTIONS)}")
   return options
+
+
+def strategy_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+  """`options` (e.g. from `config_options`) as `strategy` takes them: 'vanilla' fixes
+  each position independently, so it drops remask and an adaptive k_mode (and that
+  k_mode's option); other strategies take them unchanged. For tables that run one
+  configured sampler with several strategies, vanilla included."""
+  opts = dict(options)
+  if strategy == "vanilla":
+    opts["remask"] = False
+    if opts.get("k_mode") in ADAPTIVE_K_MODES:
+      opts["k_mode"] = "deterministic"
+    for name in ADAPTIVE_K_MODES.values():
+      if name in opts:
+        opts[name] = None
+  return opts
 
 
 def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
@@ -482,9 +711,13 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
                      f"{', '.join(_STATIC[1:])}")
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
               k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
-              gumbel_schedule="constant", score_space="prob")
+              gumbel_schedule="constant", score_space="prob", threshold=None,
+              factor=None, entropy_budget=None)
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
+  opts.update(_adaptive_options(strategy=opts["strategy"], k_mode=opts["k_mode"],
+                                threshold=opts["threshold"], factor=opts["factor"],
+                                entropy_budget=opts["entropy_budget"]))
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
               gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
               remask=bool(opts["remask"]))

@@ -740,7 +740,8 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
     prompt = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
     for strategy in config.sampler.strategies:
       sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
-                                      **sampling.config_options(config.sampler))
+                                      **sampling.strategy_options(
+                                          strategy, sampling.config_options(config.sampler)))
       results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
   elif saved.objective == "arm":
     enc = task.arm_encode(examples, saved.data.ordering, np.random.default_rng(0))

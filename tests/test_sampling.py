@@ -174,6 +174,18 @@ def test_config_options_defaults_and_overrides():
   assert set(opts) == set(sampling.CONFIG_OPTIONS)
   with pytest.raises(ValueError, match="unknown sampler options"):
     sampling.config_options({}, steps=3)
+  # A config holds every adaptive option; only its k_mode's own one is passed on.
+  config = dict(sampling.CONFIG_OPTIONS, k_mode="factor", factor=2.0)
+  opts = sampling.config_options(config)
+  assert opts["factor"] == 2.0 and opts["threshold"] is None
+  assert opts["entropy_budget"] is None
+  assert sampling.config_options({})["threshold"] is None
+  assert sampling.config_options({"k_mode": "threshold"})["threshold"] == 0.9
+  sampling.make_sampler(lambda p, t: t, mask_id=4, **opts)  # accepted
+  # ... but an explicit override for another k_mode is kept, and then rejected.
+  opts = sampling.config_options(config, threshold=0.5)
+  with pytest.raises(ValueError, match="only used by k_mode='threshold'"):
+    sampling.make_sampler(lambda p, t: t, mask_id=4, **opts)
 
 
 @pytest.mark.parametrize("length", [20, 300])  # pairwise ranks / sorted ranks
@@ -202,9 +214,13 @@ def test_select_top_is_exact_with_ties_and_infinite_scores(length):
   np.testing.assert_array_equal(compiled(*args), got)
 
 
-@pytest.mark.parametrize("strategy,remask", [(s, False) for s in sampling.STRATEGIES] +
-                         [(s, True) for s in ORDERED])  # vanilla has no remask variant
-def test_givens_kept_and_no_mask_left(strategy, remask):
+@pytest.mark.parametrize("strategy,remask,k_mode", [
+    (s, False, "deterministic") for s in sampling.STRATEGIES] + [
+    (s, True, "deterministic") for s in ORDERED] + [  # vanilla has no remask variant
+    ("margin", False, "threshold"), ("top_prob", True, "threshold"),
+    ("random", False, "factor"), ("margin", True, "factor"),
+    ("entropy", False, "entropy_bounded"), ("margin", True, "entropy_bounded")])
+def test_givens_kept_and_no_mask_left(strategy, remask, k_mode):
   length, vocab, mask_id = 20, 7, 6
   rng = np.random.default_rng(2)
   tokens = rng.integers(0, 6, size=(4, length)).astype(np.int32)
@@ -218,7 +234,7 @@ def test_givens_kept_and_no_mask_left(strategy, remask):
 
   out = sampling.sample(logits_fn, tokens, jax.random.key(5), mask_id=mask_id,
                         strategy=strategy, num_steps=8, gumbel=0.5, temperature=1.0,
-                        remask=remask)
+                        remask=remask, k_mode=k_mode)
   got = np.asarray(out.tokens)
   np.testing.assert_array_equal(got[~masked], tokens[~masked])
   assert not np.any(got == mask_id)
@@ -336,6 +352,9 @@ def _mixing_fn(length, vocab, seed):
     dict(strategy="margin", gumbel=0.5, temperature=1.0),
     dict(strategy="vanilla", temperature=0.7),
     dict(strategy="entropy", remask=True, gumbel=0.5, k_mode="binomial"),
+    dict(strategy="margin", k_mode="threshold", threshold=0.5, temperature=1.0),
+    dict(strategy="top_prob", k_mode="factor", factor=0.8, gumbel=0.5),
+    dict(strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.3, remask=True),
 ])
 def test_sharded_batch_matches_single_device(options):
   devices = jax.devices()
@@ -452,6 +471,18 @@ def test_bad_inputs_raise_value_error():
       (dict(key=np.zeros(3, np.uint32)), "key"),
       (dict(gumbel_schedule="linear"), "gumbel_schedule"),
       (dict(score_space="logit"), "score_space"),
+      (dict(k_mode="threshold", threshold=0.0), "threshold"),
+      (dict(k_mode="threshold", threshold=1.5), "threshold"),
+      (dict(k_mode="threshold", threshold=float("nan")), "threshold"),
+      (dict(k_mode="factor", factor=0.0), "factor"),
+      (dict(k_mode="factor", factor=-1.0), "factor"),
+      (dict(k_mode="entropy_bounded", entropy_budget=-0.1), "entropy_budget"),
+      (dict(k_mode="entropy_bounded", entropy_budget="0.1"), "entropy_budget"),
+      (dict(threshold=0.9), "only used by k_mode='threshold'"),
+      (dict(k_mode="factor", threshold=0.9), "only used by k_mode='threshold'"),
+      (dict(k_mode="threshold", factor=1.0), "only used by k_mode='factor'"),
+      (dict(k_mode="binomial", entropy_budget=0.1), "only used by k_mode='entropy_bounded'"),
+      (dict(strategy="vanilla", k_mode="threshold"), "ordering strategy"),
   ]
   for overrides, pattern in cases:
     args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
@@ -467,6 +498,10 @@ def test_bad_inputs_raise_value_error():
     sampling.make_sampler(lambda p, t: fn(t), mask_id=4, steps=3)
   with pytest.raises(ValueError, match="mask_id"):
     sampling.make_sampler(lambda p, t: fn(t), strategy="margin")
+  with pytest.raises(ValueError, match="only used by k_mode='factor'"):
+    sampling.make_sampler(lambda p, t: fn(t), mask_id=4, factor=2.0)
+  with pytest.raises(ValueError, match="threshold"):
+    sampling.make_sampler(lambda p, t: fn(t), mask_id=4, k_mode="threshold", threshold=2)
   sampler = sampling.make_sampler(lambda p, t: fn(t), mask_id=4)
   with pytest.raises(ValueError, match="no MASK"):
     sampler(None, np.zeros((2, 4), np.int32), key)
@@ -476,3 +511,199 @@ def test_bad_inputs_raise_value_error():
     sampling.ar_greedy(fn, tokens, np.array([2], np.int32))
   with pytest.raises(ValueError, match="schedule"):
     sampling.sample(fn, tokens, key, mask_id=4, schedule=schedules.Schedule)
+
+
+# ----------------------------------------------------------------------------------
+# Adaptive k_modes: threshold, factor, entropy_bounded.
+
+
+def _np_probs(logits_xV, mask_id):
+  logits = np.asarray(logits_xV, np.float64).copy()
+  logits[..., mask_id] = -np.inf
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  return p / p.sum(-1, keepdims=True)
+
+
+def _np_strategy_score(p_xV, strategy):
+  top2 = -np.sort(-p_xV, axis=-1)[..., :2]
+  if strategy == "top_prob":
+    return top2[..., 0]
+  if strategy == "margin":
+    return top2[..., 0] - top2[..., 1]
+  if strategy == "entropy":
+    return np.sum(np.where(p_xV > 0, p_xV * np.log(np.where(p_xV > 0, p_xV, 1)), 0), -1)
+  raise ValueError(strategy)
+
+
+def _simulate_adaptive(p_LxV, masked_L, *, strategy, k_mode, value, num_steps):
+  """Reference decode of one row under input-independent logits (argmax values)."""
+  conf = p_LxV.max(-1)
+  ent = -np.sum(np.where(p_LxV > 0, p_LxV * np.log(np.where(p_LxV > 0, p_LxV, 1)), 0), -1)
+  score = _np_strategy_score(p_LxV, strategy)
+  masked = masked_L.copy()
+  order = np.full(masked.shape, -1)
+  for step in range(num_steps):
+    cand = np.flatnonzero(masked)
+    if cand.size == 0:
+      break
+    by_score = cand[np.lexsort((cand, -score[cand]))]
+    if k_mode == "threshold":
+      sel = cand[conf[cand] >= value]
+    elif k_mode == "factor":
+      by_conf = cand[np.lexsort((cand, -conf[cand]))]
+      n = np.arange(1, by_conf.size + 1)
+      sel = by_conf[(n + 1) * (1 - conf[by_conf]) < value]
+    else:
+      e = ent[by_score]
+      sel = by_score[np.cumsum(e) - np.maximum.accumulate(e) <= value]
+    if sel.size == 0:
+      sel = by_score[:1]
+    if step == num_steps - 1:
+      sel = cand
+    order[sel] = step
+    masked[sel] = False
+  return order
+
+
+def _table_fn(logits_BxLxV):
+  table = jnp.asarray(logits_BxLxV, jnp.float32)
+  return lambda tokens_BxL: table
+
+
+@pytest.mark.parametrize("strategy", ["top_prob", "margin", "entropy"])
+@pytest.mark.parametrize("k_mode,value", [("threshold", 0.6), ("threshold", 0.97),
+                                          ("factor", 1.0), ("factor", 0.3),
+                                          ("entropy_bounded", 0.5),
+                                          ("entropy_bounded", 0.0)])
+def test_adaptive_k_modes_fix_the_positions_their_rule_defines(strategy, k_mode, value):
+  batch, length, vocab, mask_id, num_steps = 6, 24, 6, 5, 30
+  rng = np.random.default_rng(12)
+  logits = rng.normal(size=(batch, length, vocab)) * rng.uniform(0.2, 4.0, (batch, length, 1))
+  logits[..., mask_id] = 30.0  # ignored
+  tokens = rng.integers(0, 5, size=(batch, length)).astype(np.int32)
+  masked = rng.random((batch, length)) < 0.75
+  masked[0] = True
+  tokens[masked] = mask_id
+  option = sampling.ADAPTIVE_K_MODES[k_mode]
+  out = sampling.sample(_table_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy=strategy, num_steps=num_steps, k_mode=k_mode,
+                        **{option: value})
+  p = _np_probs(logits, mask_id)
+  for b in range(batch):
+    want = _simulate_adaptive(p[b], masked[b], strategy=strategy, k_mode=k_mode,
+                              value=value, num_steps=num_steps)
+    np.testing.assert_array_equal(out.order[b], want, err_msg=f"row {b}")
+    assert out.steps[b] == want.max() + 1
+  np.testing.assert_array_equal(out.tokens, np.where(masked, p.argmax(-1), tokens))
+
+
+def test_threshold_ties_fallback_and_last_step():
+  """tau = 0.5: a 50/50 position (p exactly 0.5) is fixed; positions below tau are
+  fixed one per step, best strategy score first; the last step fixes all that is
+  left."""
+  mask_id = 3
+  probs = np.array([[0.5, 0.5, 0.0],  # conf 0.5 = tau: fixed at step 0
+                    [0.9, 0.1, 0.0],  # fixed at step 0
+                    [0.4, 0.3, 0.3],  # below: top 0.40, margin 0.10
+                    [0.45, 0.45, 0.1],  # below: top 0.45, margin 0.00
+                    [0.42, 0.3, 0.28]])  # below: top 0.42, margin 0.12
+  logits = np.concatenate([np.log(probs + 1e-30), np.zeros((5, 1))], -1)
+  logits[0, :2] = 0.0  # exactly 0.5 each
+  tokens = np.full((1, 5), mask_id, np.int32)
+  run = lambda **kw: np.asarray(sampling.sample(  # noqa: E731
+      _fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id, k_mode="threshold",
+      **kw).order[0])
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.5, num_steps=10),
+                                [0, 0, 3, 1, 2])
+  np.testing.assert_array_equal(run(strategy="margin", threshold=0.5, num_steps=10),
+                                [0, 0, 2, 3, 1])
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.5, num_steps=2),
+                                [0, 0, 1, 1, 1])
+  # None qualifies at tau = 0.95: exactly one (the best score) per step.
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.95, num_steps=10),
+                                [1, 0, 4, 2, 3])
+
+
+def test_factor_rule_with_tied_confidences():
+  """c = 0.9, 0.75, 0.75, 0.6 with f = 0.9: n = 1: 2 x 0.1 = 0.2 < f; n = 2: 3 x 0.25
+  = 0.75 < f; n = 3: 4 x 0.25 = 1.0 >= f. So two: 0.9 and the first 0.75 (the tie goes
+  to the lower position), whatever the strategy's order."""
+  mask_id = 2
+  conf = np.array([0.6, 0.75, 0.9, 0.75])
+  logits = np.stack([np.log(conf), np.log(1 - conf), np.zeros(4)], -1)
+  tokens = np.full((1, 4), mask_id, np.int32)
+  for strategy in ("top_prob", "margin", "random"):
+    out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                          strategy=strategy, k_mode="factor", factor=0.9, num_steps=10)
+    assert list(np.flatnonzero(np.asarray(out.order[0]) == 0)) == [1, 2], strategy
+  # A large factor fixes everything at once; a tiny one one position per step.
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                        strategy="margin", k_mode="factor", factor=100.0)
+  np.testing.assert_array_equal(out.order[0], [0, 0, 0, 0])
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                        strategy="top_prob", k_mode="factor", factor=1e-3)
+  np.testing.assert_array_equal(out.order[0], [3, 1, 0, 2])
+
+
+def test_entropy_bounded_prefix_in_strategy_order():
+  """Entropies (nats) H = [0.1, 0.2, 0.3, 0.65] ordered by -entropy: prefix sums
+  minus max: 0, 0.1, 0.3, 0.6. gamma = 0.35 fixes three; gamma = 0 one per step."""
+  mask_id = 2
+
+  def two_way(h):  # p with binary entropy h (nats)
+    from scipy.optimize import brentq  # pylint: disable=g-import-not-at-top
+    q = brentq(lambda q: -q * np.log(q) - (1 - q) * np.log(1 - q) - h, 1e-12, 0.5)
+    return np.log([1 - q, q])
+
+  ent = np.array([0.3, 0.1, 0.65, 0.2])
+  logits = np.stack([np.append(two_way(h), 0.0) for h in ent])
+  tokens = np.full((1, 4), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.35,
+                        num_steps=10)
+  np.testing.assert_array_equal(out.order[0], [0, 0, 1, 0])
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.0,
+                        num_steps=10)
+  np.testing.assert_array_equal(out.order[0], [2, 0, 3, 1])
+
+
+@pytest.mark.parametrize("length", [20, 300])  # pairwise / sorted prefixes
+def test_prefix_sum_max_matches_numpy(length):
+  rng = np.random.default_rng(3)
+  batch = 16
+  key = rng.integers(0, 6, size=(batch, length)).astype(np.float32)  # ties
+  key[rng.random((batch, length)) < 0.2] = np.inf
+  values = rng.random((batch, length)).astype(np.float32)
+  total, most = jax.jit(sampling._prefix_sum_max)(key, values)  # pylint: disable=protected-access
+  for b in range(batch):
+    perm = np.lexsort((np.arange(length), key[b]))
+    want_total, want_most = np.empty(length), np.empty(length)
+    want_total[perm] = np.cumsum(values[b, perm])
+    want_most[perm] = np.maximum.accumulate(values[b, perm])
+    np.testing.assert_allclose(total[b], want_total, rtol=1e-5)
+    np.testing.assert_array_equal(most[b], want_most)
+
+
+def test_threshold_uses_the_written_value_probability():
+  """With temperature 1 a position whose p is (0.7, 0.3) is fixed at the first step
+  (tau = 0.6) exactly when the sampled value is the likely one."""
+  rows, mask_id = 2000, 2
+  logits = np.array([[np.log(0.7), np.log(0.3), 0.0],
+                     [np.log(0.99), np.log(0.01), 0.0]])  # always qualifies
+  tokens = np.full((rows, 2), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(4), mask_id=mask_id,
+                        strategy="top_prob", k_mode="threshold", threshold=0.6,
+                        num_steps=5, temperature=1.0)
+  order, values = np.asarray(out.order), np.asarray(out.tokens)
+  at_first = order[:, 0] == 0  # by the rule only (a fallback would take position 1)
+  assert np.all(values[at_first, 0] == 0)
+  assert abs(at_first.mean() - 0.7) < 0.04  # P(the first draw is the likely value)
+
+
+def test_strategy_options_for_vanilla():
+  opts = sampling.config_options({"k_mode": "threshold", "remask": True})
+  van = sampling.strategy_options("vanilla", opts)
+  assert van["k_mode"] == "deterministic" and van["threshold"] is None and not van["remask"]
+  assert sampling.strategy_options("margin", opts) == opts
+  sampling.make_sampler(lambda p, t: t, mask_id=4, strategy="vanilla", **van)
