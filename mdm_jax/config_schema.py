@@ -120,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampler.factor = 1.0  # k_mode 'factor': largest n with (n + 1)(1 - c_(n)) < f
   c.sampler.entropy_budget = 0.1  # k_mode 'entropy_bounded': gamma (nats)
   c.sampler.remask = False
+  # Semi-autoregressive blocks of this many positions (0 = off); must divide the
+  # sequence length, and num_steps must be a multiple of the number of blocks.
+  c.sampler.block_length = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)

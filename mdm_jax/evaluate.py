@@ -273,6 +273,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         threshold: float | None = None,
                         factor: float | None = None,
                         entropy_budget: float | None = None,
+                        block_length: int = 0,
                         arm_ordering: str | None = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -289,7 +290,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
     num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
-      score_space, threshold, factor, entropy_budget: `sampling.sample` options
+      score_space, threshold, factor, entropy_budget, block_length:
+      `sampling.sample` options
       ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
     shard: split each batch over the local devices (when it divides evenly);
@@ -317,7 +319,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                  temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
                  score_space=score_space, threshold=threshold, factor=factor,
-                 entropy_budget=entropy_budget)
+                 entropy_budget=entropy_budget, block_length=block_length)
 
   encoded = task.mdm_encode(examples)
   tokens_NxL = np.asarray(encoded["tokens"], np.int32)

@@ -49,6 +49,19 @@ excluded, whatever the temperature; at temperature 0 the top probability):
    positions, and, as for the other k_modes, the best (already fixed + K) of all
    generated positions by the strategy's score stay fixed.
 
+With `block_length` = b > 0 (semi-autoregressive decoding, LLaDA) the sequence is
+cut into L / b blocks of b consecutive positions, over all L positions (the
+"generated span" is the whole sequence: b must divide L). Each row decodes only in
+its current block, the first block that still holds a MASK: blocks with no MASK
+(all given) are skipped, and the row moves on as soon as its block has no MASK left.
+Each block runs on its own step grid of S = num_steps / (L / b) steps (num_steps
+must be a multiple of the number of blocks): the K schedule, m (masked positions in
+the block), the 'annealed' Gumbel scale (1 - s/S at the block's step s) and the
+"last step fixes everything left" rule all apply within the block, so a block takes
+at most S steps and a row at most num_steps. Remasking touches only the current
+block's generated positions (finished blocks are frozen). `order` keeps the global
+step. block_length = L is the same as no blocks.
+
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
 over devices along their first axis without any gathering.
@@ -100,6 +113,8 @@ class _State:
   tokens_BxL: jax.Array
   order_BxL: jax.Array
   steps_B: jax.Array
+  block_B: jax.Array  # int32[B]: the row's current block (block_length > 0)
+  sub_B: jax.Array  # int32[B]: steps the row has spent in that block
 
 
 # ----------------------------------------------------------------------------------
@@ -158,8 +173,8 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
                    k_mode: Any, gumbel: Any, temperature: Any,
                    remask: Any, gumbel_schedule: Any = "constant",
                    score_space: Any = "prob", threshold: Any = None,
-                   factor: Any = None, entropy_budget: Any = None
-                   ) -> schedules.Schedule:
+                   factor: Any = None, entropy_budget: Any = None,
+                   block_length: Any = 0) -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -190,11 +205,31 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
                      "'margin', 'entropy'), not 'vanilla'")
   _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
                     factor=factor, entropy_budget=entropy_budget)
+  if (isinstance(block_length, bool) or not isinstance(block_length, (int, np.integer))
+      or block_length < 0):
+    raise ValueError(f"block_length must be an int >= 0 (0 = no blocks), got "
+                     f"{block_length!r}")
   if isinstance(schedule, schedules.Schedule):
     return schedule
   if not isinstance(schedule, str):
     raise ValueError(f"schedule must be a name or a Schedule, got {schedule!r}")
   return schedules.get_schedule(schedule)  # ValueError on unknown names
+
+
+def _check_blocks(block_length: int, length: int, num_steps: int) -> None:
+  """Blocks tile the whole sequence (the generated span is all L positions), and
+  every block gets the same number of steps."""
+  if not block_length:
+    return
+  if length % block_length:
+    raise ValueError(f"block_length={block_length} does not divide the sequence length "
+                     f"{length} (blocks tile all L positions; blocks without a MASK are "
+                     f"skipped)")
+  num_blocks = length // block_length
+  if num_steps % num_blocks:
+    raise ValueError(f"num_steps={num_steps} is not a multiple of the number of blocks "
+                     f"{num_blocks} (= {length} / block_length {block_length}): each block "
+                     f"runs num_steps / num_blocks steps")
 
 
 def _is_concrete(x: Any) -> bool:
@@ -477,14 +512,18 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  schedule: schedules.Schedule, k_mode: str, gumbel: float,
                  temperature: float, remask: bool, gumbel_schedule: str = "constant",
                  score_space: str = "prob", threshold: float | None = None,
-                 factor: float | None = None, entropy_budget: float | None = None
-                 ) -> SampleOutput:
+                 factor: float | None = None, entropy_budget: float | None = None,
+                 block_length: int = 0) -> SampleOutput:
   """The sampler itself (traceable; arguments already validated)."""
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   shape_BxL = tokens_BxL.shape
-  p_T = jnp.asarray(unmask_probs(schedule, num_steps))
+  length = shape_BxL[1]
+  _check_blocks(block_length, length, num_steps)
+  num_blocks = length // block_length if block_length else 1
+  block_steps = num_steps // num_blocks  # S: the K schedule's steps within a block
+  p_S = jnp.asarray(unmask_probs(schedule, block_steps))
   given_BxL = tokens_BxL != mask_id  # never changes
-  num_gen_B = jnp.sum(~given_BxL, axis=-1, dtype=jnp.int32)
+  block_id_L = jnp.arange(length) // block_length if block_length else None
 
   def cond(state: _State) -> jax.Array:
     return (state.step < num_steps) & jnp.any(state.tokens_BxL == mask_id)
@@ -492,9 +531,24 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
   def body(state: _State) -> _State:
     step = state.step
     masked_BxL = state.tokens_BxL == mask_id
-    num_masked_B = jnp.sum(masked_BxL, axis=-1, dtype=jnp.int32)
-    active_B = num_masked_B > 0
-    p = p_T[step]
+    active_B = jnp.any(masked_BxL, axis=-1)
+    if block_length:  # the row's current block: the first one with a MASK
+      block_B = jnp.min(jnp.where(masked_BxL, block_id_L, num_blocks), axis=-1)
+      in_block_BxL = block_id_L == block_B[:, None]
+      sub_B = jnp.where(block_B == state.block_B, state.sub_B, 0)  # step in the block
+      iota_S = jnp.arange(block_steps)
+      p_B = jnp.sum(jnp.where(iota_S == sub_B[:, None], p_S, 0.0), axis=-1)  # no gather
+      last_B = sub_B == block_steps - 1
+      t_B = 1.0 - sub_B.astype(jnp.float32) / block_steps
+      cand_BxL = masked_BxL & in_block_BxL  # positions that may be fixed now
+      gen_BxL = ~given_BxL & in_block_BxL  # positions remasking may touch
+    else:
+      block_B = sub_B = state.block_B
+      p_B, last_B = p_S[step], step == num_steps - 1
+      t_B = 1.0 - step.astype(jnp.float32) / num_steps
+      cand_BxL, gen_BxL = masked_BxL, ~given_BxL
+    num_cand_B = jnp.sum(cand_BxL, axis=-1, dtype=jnp.int32)
+    p_Bx1, last_Bx1, t_Bx1 = p_B[..., None], last_B[..., None], t_B[..., None]
 
     logits_BxLxV = logits_fn(state.tokens_BxL)
     _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
@@ -517,56 +571,58 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
         score_space=score_space, k_mode=k_mode)
 
     if strategy == "vanilla":
-      select_BxL = masked_BxL & (noise["count"] < p)
+      select_BxL = cand_BxL & (noise["count"] < p_Bx1)
     else:
       if gumbel > 0.0:
-        scale = gumbel * (1.0 - step.astype(jnp.float32) / num_steps
-                          if gumbel_schedule == "annealed" else 1.0)
+        scale = gumbel * (t_Bx1 if gumbel_schedule == "annealed" else 1.0)
         score_BxL = score_BxL + scale * _gumbel(noise["gumbel"])
       adaptive_BxL = None
       if k_mode == "deterministic":
-        count_B = jnp.round(num_masked_B.astype(jnp.float32) * p).astype(jnp.int32)
-        count_B = jnp.minimum(jnp.maximum(count_B, 1), num_masked_B)
+        count_B = jnp.round(num_cand_B.astype(jnp.float32) * p_B).astype(jnp.int32)
+        count_B = jnp.minimum(jnp.maximum(count_B, 1), num_cand_B)
       elif k_mode == "binomial":  # the same mean
-        count_B = jnp.sum(masked_BxL & (noise["count"] < p), axis=-1, dtype=jnp.int32)
+        count_B = jnp.sum(cand_BxL & (noise["count"] < p_Bx1), axis=-1, dtype=jnp.int32)
       else:  # adaptive: the rule's positions (the last step fixes all that is left)
         adaptive_BxL = _adaptive_select(
-            k_mode, score_BxL=score_BxL, candidates_BxL=masked_BxL,
+            k_mode, score_BxL=score_BxL, candidates_BxL=cand_BxL,
             conf_BxL=extras.get("conf"), entropy_BxL=extras.get("entropy"),
             threshold=threshold, factor=factor, entropy_budget=entropy_budget)
-        adaptive_BxL = adaptive_BxL | (masked_BxL & (step == num_steps - 1))
+        adaptive_BxL = adaptive_BxL | (cand_BxL & last_Bx1)
         count_B = jnp.sum(adaptive_BxL, axis=-1, dtype=jnp.int32)
       if adaptive_BxL is not None and not remask:
         select_BxL = adaptive_BxL
-      elif remask:  # keep the best (already fixed + count) of all generated positions
-        select_BxL = _select_top(score_BxL, ~given_BxL,
-                                 num_gen_B - num_masked_B + count_B)
+      elif remask:  # keep the best (already fixed + count) of the generated positions
+        num_gen_B = jnp.sum(gen_BxL, axis=-1, dtype=jnp.int32)
+        select_BxL = _select_top(score_BxL, gen_BxL, num_gen_B - num_cand_B + count_B)
       else:
-        select_BxL = _select_top(score_BxL, masked_BxL, count_B)
+        select_BxL = _select_top(score_BxL, cand_BxL, count_B)
 
     if remask:
       select_BxL = select_BxL & active_B[:, None]  # finished rows are frozen
       fresh_BxL = select_BxL & (masked_BxL | (values_BxL != state.tokens_BxL))
-      unfix_BxL = active_B[:, None] & ~given_BxL & ~select_BxL
+      unfix_BxL = active_B[:, None] & gen_BxL & ~select_BxL
       tokens_BxL = jnp.where(select_BxL, values_BxL,
                              jnp.where(unfix_BxL, mask_id, state.tokens_BxL))
       order_BxL = jnp.where(fresh_BxL, step, jnp.where(unfix_BxL, -1, state.order_BxL))
     else:
       tokens_BxL = jnp.where(select_BxL, values_BxL, state.tokens_BxL)
       order_BxL = jnp.where(select_BxL, step, state.order_BxL)
+    active_i32_B = active_B.astype(jnp.int32)
     return _State(step=step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
-                  steps_B=state.steps_B + active_B.astype(jnp.int32))
+                  steps_B=state.steps_B + active_i32_B, block_B=block_B,
+                  sub_B=sub_B + active_i32_B if block_length else sub_B)
 
+  zeros_B = jnp.zeros(shape_BxL[:1], jnp.int32)
   init = _State(step=jnp.zeros((), jnp.int32), tokens_BxL=tokens_BxL,
-                order_BxL=jnp.full(shape_BxL, -1, jnp.int32),
-                steps_B=jnp.zeros(shape_BxL[:1], jnp.int32))
+                order_BxL=jnp.full(shape_BxL, -1, jnp.int32), steps_B=zeros_B,
+                block_B=zeros_B, sub_B=zeros_B)
   final = jax.lax.while_loop(cond, body, init)
   return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B)
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
            "gumbel", "temperature", "remask", "gumbel_schedule", "score_space",
-           "threshold", "factor", "entropy_budget")
+           "threshold", "factor", "entropy_budget", "block_length")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -581,7 +637,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            temperature: float = 0.0, remask: bool = False,
            gumbel_schedule: str = "constant", score_space: str = "prob",
            threshold: float | None = None, factor: float | None = None,
-           entropy_budget: float | None = None) -> SampleOutput:
+           entropy_budget: float | None = None, block_length: int = 0) -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -603,6 +659,9 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     entropy_budget: gamma >= 0 of k_mode 'entropy_bounded' (None:
       DEFAULT_ENTROPY_BUDGET). Each of these three must stay None with another
       k_mode.
+    block_length: 0, or semi-autoregressive decoding in blocks of this many
+      positions (it must divide L, and L / block_length must divide num_steps; see
+      the module docstring).
     gumbel: coefficient of the Gumbel noise added to the ordering score (the
       paper states 0.5 on puzzles); not used by 'vanilla'.
     gumbel_schedule: 'constant' (the coefficient at every step) or 'annealed'
@@ -621,7 +680,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
                             temperature=temperature, remask=remask,
                             gumbel_schedule=gumbel_schedule, score_space=score_space,
                             threshold=threshold, factor=factor,
-                            entropy_budget=entropy_budget)
+                            entropy_budget=entropy_budget, block_length=block_length)
   adaptive = _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
                                factor=factor, entropy_budget=entropy_budget)
   if not callable(logits_fn):
@@ -629,6 +688,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   _check_tokens(tokens_BxL)
   _check_key(key)
   _check_has_mask(tokens_BxL, mask_id)
+  _check_blocks(int(block_length), tokens_BxL.shape[1], int(num_steps))
   try:  # compiled once per logits_fn object (a static argument must be hashable)
     hash(logits_fn)
     run = _sample_jit
@@ -637,7 +697,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   return run(logits_fn, tokens_BxL, key, mask_id=int(mask_id), strategy=strategy,
              num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
              gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
-             gumbel_schedule=gumbel_schedule, score_space=score_space, **adaptive)
+             gumbel_schedule=gumbel_schedule, score_space=score_space,
+             block_length=int(block_length), **adaptive)
 
 
 # Options of `sample` that a config's `sampler` section sets, with their defaults.
@@ -645,7 +706,7 @@ CONFIG_OPTIONS: dict[str, Any] = dict(
     num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
     gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False,
     threshold=DEFAULT_THRESHOLD, factor=DEFAULT_FACTOR,
-    entropy_budget=DEFAULT_ENTROPY_BUDGET)
+    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0)
 
 
 def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
@@ -712,7 +773,7 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
               k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
               gumbel_schedule="constant", score_space="prob", threshold=None,
-              factor=None, entropy_budget=None)
+              factor=None, entropy_budget=None, block_length=0)
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
   opts.update(_adaptive_options(strategy=opts["strategy"], k_mode=opts["k_mode"],
@@ -720,7 +781,7 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
                                 entropy_budget=opts["entropy_budget"]))
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
               gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
-              remask=bool(opts["remask"]))
+              remask=bool(opts["remask"]), block_length=int(opts["block_length"]))
 
   @jax.jit
   def run(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:
@@ -730,6 +791,7 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
     _check_tokens(tokens_BxL)
     _check_key(key)
     _check_has_mask(tokens_BxL, opts["mask_id"])
+    _check_blocks(opts["block_length"], tokens_BxL.shape[1], opts["num_steps"])
     return run(params, tokens_BxL, key)
 
   return sampler

@@ -355,6 +355,8 @@ def _mixing_fn(length, vocab, seed):
     dict(strategy="margin", k_mode="threshold", threshold=0.5, temperature=1.0),
     dict(strategy="top_prob", k_mode="factor", factor=0.8, gumbel=0.5),
     dict(strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.3, remask=True),
+    dict(strategy="margin", block_length=4, gumbel=0.5, remask=True),
+    dict(strategy="top_prob", block_length=6, k_mode="threshold", threshold=0.3),
 ])
 def test_sharded_batch_matches_single_device(options):
   devices = jax.devices()
@@ -483,6 +485,11 @@ def test_bad_inputs_raise_value_error():
       (dict(k_mode="threshold", factor=1.0), "only used by k_mode='factor'"),
       (dict(k_mode="binomial", entropy_budget=0.1), "only used by k_mode='entropy_bounded'"),
       (dict(strategy="vanilla", k_mode="threshold"), "ordering strategy"),
+      (dict(block_length=3), "does not divide the sequence length 4"),
+      (dict(block_length=8), "does not divide"),
+      (dict(block_length=-2), "block_length"),
+      (dict(block_length=2.0), "block_length"),
+      (dict(block_length=1, num_steps=6), "multiple of the number of blocks 4"),
   ]
   for overrides, pattern in cases:
     args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
@@ -502,6 +509,10 @@ def test_bad_inputs_raise_value_error():
     sampling.make_sampler(lambda p, t: fn(t), mask_id=4, factor=2.0)
   with pytest.raises(ValueError, match="threshold"):
     sampling.make_sampler(lambda p, t: fn(t), mask_id=4, k_mode="threshold", threshold=2)
+  blocked = sampling.make_sampler(lambda p, t: fn(t), mask_id=4, num_steps=4,
+                                  block_length=3)
+  with pytest.raises(ValueError, match="does not divide"):
+    blocked(None, tokens, key)
   sampler = sampling.make_sampler(lambda p, t: fn(t), mask_id=4)
   with pytest.raises(ValueError, match="no MASK"):
     sampler(None, np.zeros((2, 4), np.int32), key)
@@ -707,3 +718,69 @@ def test_strategy_options_for_vanilla():
   assert van["k_mode"] == "deterministic" and van["threshold"] is None and not van["remask"]
   assert sampling.strategy_options("margin", opts) == opts
   sampling.make_sampler(lambda p, t: t, mask_id=4, strategy="vanilla", **van)
+
+
+# ----------------------------------------------------------------------------------
+# Semi-autoregressive blocks.
+
+
+@pytest.mark.parametrize("strategy,k_mode", [("top_prob", "deterministic"),
+                                             ("margin", "binomial"),
+                                             ("vanilla", "deterministic"),
+                                             ("entropy", "threshold"),
+                                             ("margin", "entropy_bounded")])
+def test_blocks_decode_left_to_right_with_a_schedule_per_block(strategy, k_mode):
+  batch, length, block, mask_id, num_steps = 5, 12, 4, 3, 6  # 3 blocks x 2 steps
+  rng = np.random.default_rng(8)
+  # Later positions are far more confident: without blocks they would go first.
+  logits = rng.normal(size=(length, 4)) + np.linspace(0, 8, length)[:, None] * np.eye(4)[0]
+  tokens = rng.integers(0, 3, size=(batch, length)).astype(np.int32)
+  masked = rng.random((batch, length)) < 0.6
+  masked[0] = True
+  masked[1, 4:8] = False  # block 1 all given: skipped
+  tokens[masked] = mask_id
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(2), mask_id=mask_id,
+                        strategy=strategy, k_mode=k_mode, num_steps=num_steps,
+                        block_length=block)
+  order = np.asarray(out.order)
+  assert not np.any(np.asarray(out.tokens) == mask_id)
+  for b in range(batch):
+    blocks = [order[b, j * block:(j + 1) * block][masked[b, j * block:(j + 1) * block]]
+              for j in range(length // block)]
+    blocks = [o for o in blocks if o.size]
+    for earlier, later in zip(blocks, blocks[1:]):
+      assert earlier.max() < later.min(), (b, order[b])  # a block at a time
+    for o in blocks:  # at most S = 2 steps per block, consecutive
+      assert o.max() - o.min() <= 1, (b, order[b])
+    assert out.steps[b] == order[b].max() + 1
+  if k_mode == "deterministic" and strategy != "vanilla":
+    # K schedule within each block: m masks -> round(m / 2) (>= 1), then the rest.
+    for b in range(batch):
+      for j in range(length // block):
+        o = order[b, j * block:(j + 1) * block][masked[b, j * block:(j + 1) * block]]
+        if o.size:
+          counts = np.bincount(o - o.min(), minlength=2)
+          np.testing.assert_array_equal(counts, _expected_counts(o.size, 2))
+
+
+def test_block_length_equal_to_length_is_no_blocks():
+  length, mask_id = 12, 5
+  logits_fn = _mixing_fn(length, 6, 1)
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(0, 5, size=(4, length)).astype(np.int32)
+  tokens[rng.random((4, length)) < 0.7] = mask_id
+  kwargs = dict(mask_id=mask_id, strategy="margin", num_steps=5, gumbel=0.5,
+                gumbel_schedule="annealed", temperature=1.0, remask=True)
+  a = sampling.sample(logits_fn, tokens, jax.random.key(1), **kwargs)
+  b = sampling.sample(logits_fn, tokens, jax.random.key(1), block_length=length, **kwargs)
+  for name in ("tokens", "order", "steps"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_blocks_with_remask_stay_in_the_block():
+  tokens = np.full((2, 6), 3, np.int32)
+  logits = np.tile(np.array([[0.0, 2.0, 1.0, 0.0]]), (6, 1))
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=3,
+                        strategy="top_prob", num_steps=6, block_length=2, remask=True)
+  np.testing.assert_array_equal(out.order, [[0, 1, 2, 3, 4, 5]] * 2)
+  np.testing.assert_array_equal(out.tokens, np.ones((2, 6)))
