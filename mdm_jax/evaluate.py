@@ -66,14 +66,16 @@ class StrategyResult:
   maskable_NxL: np.ndarray  # bool[N, L] answer positions (what was generated)
   # Means of the task's other per-example scores (e.g. L&O-NAE-SAT 'consistent_frac').
   extra: dict[str, float] = dataclasses.field(default_factory=dict)
+  # Mean forward passes per puzzle (SampleOutput.nfe; ARM: decoded tokens).
+  mean_nfe: float = float("nan")
 
   def summary(self) -> dict[str, Any]:
     """The JSON-able scalars."""
     return dict(strategy=self.strategy, label=STRATEGY_LABELS[self.strategy],
                 num_puzzles=self.num_puzzles, num_solved=self.num_solved,
                 solved=self.solved, cell_accuracy=self.cell_accuracy,
-                mean_steps=self.mean_steps, puzzles_per_sec=self.puzzles_per_sec,
-                seconds=self.seconds, **self.extra)
+                mean_steps=self.mean_steps, mean_nfe=self.mean_nfe,
+                puzzles_per_sec=self.puzzles_per_sec, seconds=self.seconds, **self.extra)
 
 
 # ----------------------------------------------------------------------------------
@@ -231,7 +233,8 @@ def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params:
 
 def _score(task: base.Task, examples: base.Examples, strategy: str,
            tokens_NxL: np.ndarray, maskable_NxL: np.ndarray, steps_N: np.ndarray,
-           order_NxL: np.ndarray | None, seconds: float, timed: int) -> StrategyResult:
+           order_NxL: np.ndarray | None, seconds: float, timed: int,
+           nfe_N: np.ndarray | None = None) -> StrategyResult:
   checked = task.check(examples, tokens_NxL)
   solved_N = np.asarray(checked["solved"], bool)
   correct_NxL = np.asarray(checked["correct"], bool)
@@ -252,7 +255,8 @@ def _score(task: base.Task, examples: base.Examples, strategy: str,
       seconds=float(seconds), solved_N=solved_N, correct_NxL=correct_NxL,
       tokens_NxL=np.asarray(tokens_NxL, np.int32), steps_N=np.asarray(steps_N, np.int32),
       order_NxL=None if order_NxL is None else np.asarray(order_NxL, np.int32),
-      maskable_NxL=maskable_NxL, extra=extra)
+      maskable_NxL=maskable_NxL, extra=extra,
+      mean_nfe=float(np.mean(steps_N if nfe_N is None else nfe_N)))
 
 
 def evaluate_strategies(task: base.Task, examples: base.Examples, *,
@@ -358,26 +362,28 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   for strategy in strategies:
     runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
                          params=params, mask_id=mask_id, options=options)
-    (out_tokens, order, steps), seconds, timed = _run_batched(
+    (out_tokens, order, steps, nfe), seconds, timed = _run_batched(
         lambda t, k: _as_tuple(runner(t, k)), (start_NxL,), batch_size=batch_size,
         key=key, shard=shard)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
-                    seconds, timed)
+                    seconds, timed, nfe)
     results[strategy] = result
     if verbose:
       print(_progress_line(result), flush=True)
   return results
 
 
-def _as_tuple(out: sampling.SampleOutput) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _as_tuple(out: sampling.SampleOutput
+              ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   steps = jnp.broadcast_to(out.steps, out.tokens.shape[:1])
-  return out.tokens, out.order, steps
+  return out.tokens, out.order, steps, jnp.broadcast_to(out.nfe, out.tokens.shape[:1])
 
 
 def _progress_line(r: StrategyResult) -> str:
   return (f"  {STRATEGY_LABELS[r.strategy]:>16}: solved {r.num_solved}/{r.num_puzzles}"
           f" ({100 * r.solved:.2f}%), cells {100 * r.cell_accuracy:.2f}%, "
-          f"{r.mean_steps:.1f} steps, {r.puzzles_per_sec:.1f} puzzles/s")
+          f"{r.mean_steps:.1f} steps, {r.mean_nfe:.1f} NFE, {r.puzzles_per_sec:.1f} "
+          "puzzles/s")
 
 
 # ----------------------------------------------------------------------------------
@@ -474,15 +480,20 @@ def _pct(x: float | None) -> str:
   return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
 
 
+def _num(x: float | None) -> str:
+  return "n/a" if x is None or not math.isfinite(x) else f"{x:.1f}"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """A table like the paper's Tables 1, 2, 3, 5: one row per method.
 
   Each row: {'method', 'num_params', 'solved', 'cell_accuracy', 'mean_steps',
-  'puzzles_per_sec', 'num_puzzles'} plus optional extra shares (EXTRA_LABELS).
+  'mean_nfe', 'puzzles_per_sec', 'num_puzzles'} plus optional extra shares
+  (EXTRA_LABELS). Mean NFE: forward passes per puzzle ('n/a' in older results).
   """
   extras = [k for k in EXTRA_LABELS if any(k in r for r in rows)]
   head = (["Method", "# Param", "Accuracy"] + [EXTRA_LABELS[k] for k in extras]
-          + ["Cell accuracy", "Mean steps", "Puzzles/s", "Puzzles"])
+          + ["Cell accuracy", "Mean steps", "Mean NFE", "Puzzles/s", "Puzzles"])
   lines = ["| " + " | ".join(head) + " |",
            "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
   for r in rows:
@@ -490,6 +501,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     cells = ([r["method"], format_params(r.get("num_params")), _pct(r["solved"])]
              + [_pct(r.get(k)) for k in extras]
              + [_pct(r.get("cell_accuracy")), f"{r.get('mean_steps', float('nan')):.1f}",
+                _num(r.get("mean_nfe")),
                 "n/a" if pps is None or not math.isfinite(pps) else f"{pps:.1f}",
                 str(r.get("num_puzzles", ""))])
     lines.append("| " + " | ".join(cells) + " |")

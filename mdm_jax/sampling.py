@@ -62,6 +62,17 @@ at most S steps and a row at most num_steps. Remasking touches only the current
 block's generated positions (finished blocks are frozen). `order` keeps the global
 step. block_length = L is the same as no blocks.
 
+A step that fixes nothing ('vanilla', 'binomial': possible when m p is small)
+leaves the tokens unchanged, so the next forward pass would return the same logits:
+when no row changed since the last forward pass, the loop reuses its logits (carried
+in the loop state; a lax.cond around the call) instead of calling the model, as
+MDLM's cache does. This assumes `logits_fn` is a function of the tokens (no
+dropout, no state), and leaves every result unchanged. `SampleOutput.nfe` counts
+per row the forward passes the row needed: its active steps, less those after a
+step that changed none of its tokens (a row that is done stops counting). The model
+is called for the whole batch whenever some active row needs it. Other k_modes fix
+at least one position per active row and step, so there nfe = steps.
+
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
 over devices along their first axis without any gathering.
@@ -101,10 +112,14 @@ class SampleOutput:
   order: int32[B, L], the step at which each position was (last) fixed; -1 where the
     position was given at the start.
   steps: int32[B], the number of reverse steps the row needed (<= num_steps).
+  nfe: int32[B], the forward passes the row needed: its active steps, less those
+    that follow a step that changed none of its tokens (their logits are reused;
+    only 'vanilla' and 'binomial' steps can fix nothing). <= steps.
   """
   tokens: jax.Array
   order: jax.Array
   steps: jax.Array
+  nfe: jax.Array
 
 
 @flax.struct.dataclass
@@ -115,6 +130,9 @@ class _State:
   steps_B: jax.Array
   block_B: jax.Array  # int32[B]: the row's current block (block_length > 0)
   sub_B: jax.Array  # int32[B]: steps the row has spent in that block
+  nfe_B: jax.Array  # int32[B]: forward passes the row needed
+  stale_B: jax.Array  # bool[B]: the row changed since the last forward pass
+  logits_BxLxV: jax.Array | None  # the last forward's logits (when they can be reused)
 
 
 # ----------------------------------------------------------------------------------
@@ -513,8 +531,12 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  temperature: float, remask: bool, gumbel_schedule: str = "constant",
                  score_space: str = "prob", threshold: float | None = None,
                  factor: float | None = None, entropy_budget: float | None = None,
-                 block_length: int = 0) -> SampleOutput:
-  """The sampler itself (traceable; arguments already validated)."""
+                 block_length: int = 0, reuse_logits: bool = True) -> SampleOutput:
+  """The sampler itself (traceable; arguments already validated).
+
+  reuse_logits: skip the forward pass when no row changed since the last one (only
+  built when a step can fix nothing: 'vanilla' or 'binomial'); False is for tests.
+  """
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   shape_BxL = tokens_BxL.shape
   length = shape_BxL[1]
@@ -524,6 +546,13 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
   p_S = jnp.asarray(unmask_probs(schedule, block_steps))
   given_BxL = tokens_BxL != mask_id  # never changes
   block_id_L = jnp.arange(length) // block_length if block_length else None
+  reuse = reuse_logits and (strategy == "vanilla" or k_mode == "binomial")
+
+  def forward(tokens_BxL: jax.Array) -> jax.Array:
+    logits_BxLxV = logits_fn(tokens_BxL)
+    _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
+    is_mask_V = jnp.arange(logits_BxLxV.shape[-1]) == mask_id
+    return jnp.where(is_mask_V, -jnp.inf, logits_BxLxV.astype(jnp.float32))
 
   def cond(state: _State) -> jax.Array:
     return (state.step < num_steps) & jnp.any(state.tokens_BxL == mask_id)
@@ -550,12 +579,14 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
     num_cand_B = jnp.sum(cand_BxL, axis=-1, dtype=jnp.int32)
     p_Bx1, last_Bx1, t_Bx1 = p_B[..., None], last_B[..., None], t_B[..., None]
 
-    logits_BxLxV = logits_fn(state.tokens_BxL)
-    _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
+    if reuse:  # MDLM's cache: unchanged tokens, unchanged logits (a pure model)
+      need_B = active_B & state.stale_B
+      logits_BxLxV = jax.lax.cond(jnp.any(need_B), forward,
+                                  lambda _: state.logits_BxLxV, state.tokens_BxL)
+    else:  # every step changes every active row
+      need_B = active_B
+      logits_BxLxV = forward(state.tokens_BxL)
     vocab_size = logits_BxLxV.shape[-1]
-    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
-    is_mask_V = jnp.arange(vocab_size) == mask_id
-    logits_BxLxV = jnp.where(is_mask_V, -jnp.inf, logits_BxLxV)
 
     channels = _noise_channels(strategy=strategy, k_mode=k_mode, gumbel=gumbel,
                                temperature=temperature, vocab_size=vocab_size)
@@ -610,14 +641,23 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
     active_i32_B = active_B.astype(jnp.int32)
     return _State(step=step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
                   steps_B=state.steps_B + active_i32_B, block_B=block_B,
-                  sub_B=sub_B + active_i32_B if block_length else sub_B)
+                  sub_B=sub_B + active_i32_B if block_length else sub_B,
+                  nfe_B=state.nfe_B + need_B.astype(jnp.int32),
+                  stale_B=jnp.any(tokens_BxL != state.tokens_BxL, axis=-1),
+                  logits_BxLxV=logits_BxLxV if reuse else None)
 
   zeros_B = jnp.zeros(shape_BxL[:1], jnp.int32)
+  logits0 = None
+  if reuse:
+    logits_shape = jax.eval_shape(logits_fn, tokens_BxL).shape
+    logits0 = jnp.zeros(logits_shape, jnp.float32)
   init = _State(step=jnp.zeros((), jnp.int32), tokens_BxL=tokens_BxL,
                 order_BxL=jnp.full(shape_BxL, -1, jnp.int32), steps_B=zeros_B,
-                block_B=zeros_B, sub_B=zeros_B)
+                block_B=zeros_B, sub_B=zeros_B, nfe_B=zeros_B,
+                stale_B=jnp.ones(shape_BxL[:1], bool), logits_BxLxV=logits0)
   final = jax.lax.while_loop(cond, body, init)
-  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B)
+  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B,
+                      nfe=final.nfe_B)
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
@@ -673,7 +713,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
       best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
 
   Returns:
-    SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B]).
+    SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B], nfe
+    int32[B]).
   """
   schedule = _check_options(mask_id=mask_id, strategy=strategy, num_steps=num_steps,
                             schedule=schedule, k_mode=k_mode, gumbel=gumbel,

@@ -784,3 +784,59 @@ def test_blocks_with_remask_stay_in_the_block():
                         strategy="top_prob", num_steps=6, block_length=2, remask=True)
   np.testing.assert_array_equal(out.order, [[0, 1, 2, 3, 4, 5]] * 2)
   np.testing.assert_array_equal(out.tokens, np.ones((2, 6)))
+
+
+# ----------------------------------------------------------------------------------
+# Reused logits after steps that fix nothing; SampleOutput.nfe.
+
+
+@pytest.mark.parametrize("strategy,k_mode,block_length", [
+    ("vanilla", "deterministic", 0), ("margin", "binomial", 0),
+    ("vanilla", "deterministic", 4), ("top_prob", "binomial", 4)])
+def test_forwards_after_steps_that_fix_nothing_are_skipped(strategy, k_mode, block_length):
+  batch, length, mask_id, num_steps = 4, 8, 3, 40  # p_i = 1 / (40 - i): mostly nothing
+  calls = []
+  table = _mixing_fn(length, 4, 2)
+
+  def logits_fn(tokens_BxL):
+    jax.debug.callback(lambda: calls.append(1))
+    return table(tokens_BxL)
+
+  rng = np.random.default_rng(5)
+  tokens = rng.integers(0, 3, size=(batch, length)).astype(np.int32)
+  tokens[rng.random((batch, length)) < 0.7] = mask_id
+  tokens[0] = mask_id
+  kwargs = dict(mask_id=mask_id, strategy=strategy, num_steps=num_steps, k_mode=k_mode,
+                temperature=1.0, block_length=block_length)
+  out = sampling.sample(logits_fn, tokens, jax.random.key(3), **kwargs)
+  jax.block_until_ready(out)
+  jax.effects_barrier()
+  order, steps, nfe = np.asarray(out.order), np.asarray(out.steps), np.asarray(out.nfe)
+  needed = set()  # global steps at which some row needed a forward
+  for b in range(batch):
+    # A forward at the row's first step and after each step that fixed something
+    # (the row's last step fixes its last MASK).
+    fixing = np.unique(order[b][order[b] >= 0])
+    assert nfe[b] == len(fixing), b
+    needed |= {0} | {i + 1 for i in fixing if i + 1 < steps[b]}
+  assert np.all(nfe <= steps) and np.any(nfe < steps)
+  assert len(calls) == len(needed) < steps.max()  # the model really was called less
+  # Same results as calling the model at every step.
+  full = sampling._sample_loop(  # pylint: disable=protected-access
+      table, jnp.asarray(tokens), jax.random.key(3), schedule=schedules.get_schedule(
+          "linear"), gumbel=0.0, remask=False, reuse_logits=False, **kwargs)
+  for name in ("tokens", "order", "steps"):
+    np.testing.assert_array_equal(getattr(out, name), getattr(full, name), err_msg=name)
+  np.testing.assert_array_equal(full.nfe, steps)
+
+
+@pytest.mark.parametrize("options", [dict(strategy="margin"),
+                                     dict(strategy="top_prob", k_mode="threshold"),
+                                     dict(strategy="entropy", remask=True)])
+def test_nfe_equals_steps_when_every_step_fixes(options):
+  tokens = np.full((3, 10), 3, np.int32)
+  tokens[1, :4] = 0
+  out = sampling.sample(_mixing_fn(10, 4, 0), tokens, jax.random.key(0), mask_id=3,
+                        num_steps=7, **options)
+  np.testing.assert_array_equal(out.nfe, out.steps)
+  assert out.nfe.dtype == jnp.int32 and out.nfe.shape == (3,)
