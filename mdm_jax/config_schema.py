@@ -113,6 +113,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampler.gumbel_schedule = "constant"  # 'constant' | 'annealed' (x t = 1 - i/T)
   c.sampler.score_space = "prob"  # 'prob' | 'log': where the Gumbel noise is added
   c.sampler.temperature = 0.0
+  c.sampler.top_k = 0  # with temperature > 0: sample among the k best tokens (0 = all)
+  c.sampler.top_p = 1.0  # with temperature > 0: nucleus sampling (1.0 = off)
   # 'deterministic' | 'binomial' (K from the schedule) | 'threshold' | 'factor' |
   # 'entropy_bounded' (K from the model's confidence; each reads its own option below)
   c.sampler.k_mode = "deterministic"

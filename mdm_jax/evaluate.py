@@ -278,6 +278,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         factor: float | None = None,
                         entropy_budget: float | None = None,
                         block_length: int = 0,
+                        top_k: int = 0,
+                        top_p: float = 1.0,
                         arm_ordering: str | None = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -294,7 +296,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
     num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
-      score_space, threshold, factor, entropy_budget, block_length:
+      score_space, threshold, factor, entropy_budget, block_length, top_k, top_p:
       `sampling.sample` options
       ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
@@ -323,7 +325,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                  temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
                  score_space=score_space, threshold=threshold, factor=factor,
-                 entropy_budget=entropy_budget, block_length=block_length)
+                 entropy_budget=entropy_budget, block_length=block_length, top_k=top_k,
+                 top_p=top_p)
 
   encoded = task.mdm_encode(examples)
   tokens_NxL = np.asarray(encoded["tokens"], np.int32)

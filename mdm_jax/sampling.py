@@ -5,7 +5,10 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
 
 1. one forward pass `logits_fn(tokens_BxL) -> logits_BxLxV` (the MASK logit is set
    to -inf: MASK is never written and never counts in a score);
-2. a candidate value per position (argmax, or a sample from softmax(logits/temp));
+2. a candidate value per position: the argmax, or at temperature > 0 a sample from
+   softmax(logits / temperature), optionally restricted to the `top_k` most likely
+   tokens and then to the `top_p` nucleus (the fewest best tokens holding
+   probability >= top_p of the remaining ones), by Gumbel-max;
 3. a set of positions to fix:
    - 'vanilla': every masked position independently with probability
      p_i = (alpha_s - alpha_t) / (1 - alpha_t) (the ancestral step);
@@ -72,6 +75,20 @@ per row the forward passes the row needed: its active steps, less those after a
 step that changed none of its tokens (a row that is done stops counting). The model
 is called for the whole batch whenever some active row needs it. Other k_modes fix
 at least one position per active row and step, so there nfe = steps.
+
+Gumbel noise in float32 (value sampling and the ordering noise): G = -log(-log u)
+with u from jax.random.uniform(minval=tiny, maxval=1), whose 23 random mantissa bits
+give u in {tiny} U {k 2^-23 : k = 1 .. 2^23 - 1}. u never rounds to 1 (1 - u >= 2^-23,
+so -log u >= 1.19e-7 > 0) nor to 0, so G is always finite, in [-4.47, 15.94]
+(tests/test_sampling.py checks the extremes). The price is a truncated, stepped
+upper tail: P(G > g) is exact at the grid points g_k = -log(-log(1 - k 2^-23)) but
+G never exceeds 15.94 (true probability 1.2e-7), so a token whose tempered logit
+trails the best by more than ~18.7 is never drawn, and the sampled distribution
+differs from the softmax by roughly V x 1e-7 per draw. That is negligible for this
+project's vocabularies (tens of tokens; tests check peaked and flat distributions
+empirically); it is the float32 Gumbel-max bias reported for 50k-token language
+models, where the maximum of V Gumbels nears the cap (JAX's gumbel(mode='high')
+spends a second uniform to raise the cap to ~32).
 
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
@@ -192,7 +209,8 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
                    remask: Any, gumbel_schedule: Any = "constant",
                    score_space: Any = "prob", threshold: Any = None,
                    factor: Any = None, entropy_budget: Any = None,
-                   block_length: Any = 0) -> schedules.Schedule:
+                   block_length: Any = 0, top_k: Any = 0, top_p: Any = 1.0
+                   ) -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -227,6 +245,12 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
       or block_length < 0):
     raise ValueError(f"block_length must be an int >= 0 (0 = no blocks), got "
                      f"{block_length!r}")
+  if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    raise ValueError(f"top_k must be an int >= 0 (0 = all tokens), got {top_k!r}")
+  top_p = _check_float("top_p", top_p, low=0.0, low_open=True, high=1.0)
+  if (top_k or top_p < 1.0) and not temperature > 0.0:
+    raise ValueError(f"top_k={top_k}, top_p={top_p} restrict sampled values: they need "
+                     "temperature > 0 (temperature 0 writes the argmax)")
   if isinstance(schedule, schedules.Schedule):
     return schedule
   if not isinstance(schedule, str):
@@ -346,13 +370,42 @@ def _noise_channels(*, strategy: str, k_mode: str, gumbel: float, temperature: f
 
 
 def _gumbel(u: jax.Array) -> jax.Array:
-  """Standard Gumbel noise from uniforms in (0, 1)."""
+  """Standard Gumbel noise from uniforms in (0, 1) (see the module docstring on
+  float32 precision: finite for every uniform the loop draws)."""
   return -jnp.log(-jnp.log(u))
+
+
+# Up to this vocabulary size, top-k / top-p ranks come from pairwise comparisons
+# ([B, L, V, V]); beyond it from sorts.
+_PAIRWISE_MAX_VOCAB = 32
+
+
+def _truncate(scaled_BxLxV: jax.Array, *, top_k: int, top_p: float,
+              pairwise_max: int = _PAIRWISE_MAX_VOCAB) -> jax.Array:
+  """Logits with the tokens outside the top-k, then outside the top-p nucleus, set
+  to -inf (ties go to the lower token id; the best token always stays).
+
+  The nucleus is the smallest set of the best tokens whose probability under
+  softmax(scaled) (after top-k) reaches top_p: token j stays when the tokens ranked
+  before it hold less than top_p.
+  """
+  vocab_size = scaled_BxLxV.shape[-1]
+  key_BxLxV = -scaled_BxLxV  # lower first; -inf logits (MASK) rank last
+  if 0 < top_k < vocab_size:
+    rank_BxLxV = _ranks(key_BxLxV, pairwise_max)
+    scaled_BxLxV = jnp.where(rank_BxLxV < top_k, scaled_BxLxV, -jnp.inf)
+    key_BxLxV = -scaled_BxLxV
+  if top_p < 1.0:
+    p_BxLxV = jax.nn.softmax(scaled_BxLxV, axis=-1)
+    upto_BxLxV, _ = _prefix_sum_max(key_BxLxV, p_BxLxV, pairwise_max)
+    scaled_BxLxV = jnp.where(upto_BxLxV - p_BxLxV < top_p, scaled_BxLxV, -jnp.inf)
+  return scaled_BxLxV
 
 
 def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
                        strategy: str, temperature: float, score_space: str = "prob",
-                       k_mode: str = "deterministic"
+                       k_mode: str = "deterministic", top_k: int = 0,
+                       top_p: float = 1.0
                        ) -> tuple[jax.Array | None, jax.Array, dict[str, jax.Array]]:
   """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32, extras.
 
@@ -362,7 +415,8 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
   value; 'threshold', 'factor') and 'entropy' (nats; 'entropy_bounded').
   """
   if temperature > 0.0:
-    values_BxL = jnp.argmax(logits_BxLxV / temperature + _gumbel(noise["value"]), axis=-1)
+    scaled_BxLxV = _truncate(logits_BxLxV / temperature, top_k=top_k, top_p=top_p)
+    values_BxL = jnp.argmax(scaled_BxLxV + _gumbel(noise["value"]), axis=-1)
   else:
     values_BxL = jnp.argmax(logits_BxLxV, axis=-1)
   values_BxL = values_BxL.astype(jnp.int32)
@@ -531,7 +585,8 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  temperature: float, remask: bool, gumbel_schedule: str = "constant",
                  score_space: str = "prob", threshold: float | None = None,
                  factor: float | None = None, entropy_budget: float | None = None,
-                 block_length: int = 0, reuse_logits: bool = True) -> SampleOutput:
+                 block_length: int = 0, top_k: int = 0, top_p: float = 1.0,
+                 reuse_logits: bool = True) -> SampleOutput:
   """The sampler itself (traceable; arguments already validated).
 
   reuse_logits: skip the forward pass when no row changed since the last one (only
@@ -599,7 +654,7 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                for name, c in channels.items()}
     score_BxL, values_BxL, extras = _scores_and_values(
         logits_BxLxV, noise, strategy=strategy, temperature=temperature,
-        score_space=score_space, k_mode=k_mode)
+        score_space=score_space, k_mode=k_mode, top_k=top_k, top_p=top_p)
 
     if strategy == "vanilla":
       select_BxL = cand_BxL & (noise["count"] < p_Bx1)
@@ -662,7 +717,7 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
            "gumbel", "temperature", "remask", "gumbel_schedule", "score_space",
-           "threshold", "factor", "entropy_budget", "block_length")
+           "threshold", "factor", "entropy_budget", "block_length", "top_k", "top_p")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -677,7 +732,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            temperature: float = 0.0, remask: bool = False,
            gumbel_schedule: str = "constant", score_space: str = "prob",
            threshold: float | None = None, factor: float | None = None,
-           entropy_budget: float | None = None, block_length: int = 0) -> SampleOutput:
+           entropy_budget: float | None = None, block_length: int = 0,
+           top_k: int = 0, top_p: float = 1.0) -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -709,6 +765,9 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     score_space: 'prob' ranks the score itself, 'log' its logarithm (the order
       is the same without noise; the noise acts differently).
     temperature: 0 writes the argmax; > 0 samples from softmax(logits / temperature).
+    top_k: with temperature > 0, sample among the k most likely tokens only (0 = all).
+    top_p: with temperature > 0, then sample within the nucleus: the fewest most
+      likely tokens whose (tempered, top-k) probability reaches top_p (1 = all).
     remask: re-predict all generated positions each step and keep only the
       best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
 
@@ -721,7 +780,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
                             temperature=temperature, remask=remask,
                             gumbel_schedule=gumbel_schedule, score_space=score_space,
                             threshold=threshold, factor=factor,
-                            entropy_budget=entropy_budget, block_length=block_length)
+                            entropy_budget=entropy_budget, block_length=block_length,
+                            top_k=top_k, top_p=top_p)
   adaptive = _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
                                factor=factor, entropy_budget=entropy_budget)
   if not callable(logits_fn):
@@ -739,7 +799,8 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
              num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
              gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
              gumbel_schedule=gumbel_schedule, score_space=score_space,
-             block_length=int(block_length), **adaptive)
+             block_length=int(block_length), top_k=int(top_k), top_p=float(top_p),
+             **adaptive)
 
 
 # Options of `sample` that a config's `sampler` section sets, with their defaults.
@@ -747,7 +808,7 @@ CONFIG_OPTIONS: dict[str, Any] = dict(
     num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
     gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False,
     threshold=DEFAULT_THRESHOLD, factor=DEFAULT_FACTOR,
-    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0)
+    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0, top_k=0, top_p=1.0)
 
 
 def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
@@ -814,7 +875,7 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
               k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
               gumbel_schedule="constant", score_space="prob", threshold=None,
-              factor=None, entropy_budget=None, block_length=0)
+              factor=None, entropy_budget=None, block_length=0, top_k=0, top_p=1.0)
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
   opts.update(_adaptive_options(strategy=opts["strategy"], k_mode=opts["k_mode"],
@@ -822,7 +883,8 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
                                 entropy_budget=opts["entropy_budget"]))
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
               gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
-              remask=bool(opts["remask"]), block_length=int(opts["block_length"]))
+              remask=bool(opts["remask"]), block_length=int(opts["block_length"]),
+              top_k=int(opts["top_k"]), top_p=float(opts["top_p"]))
 
   @jax.jit
   def run(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:

@@ -357,6 +357,7 @@ def _mixing_fn(length, vocab, seed):
     dict(strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.3, remask=True),
     dict(strategy="margin", block_length=4, gumbel=0.5, remask=True),
     dict(strategy="top_prob", block_length=6, k_mode="threshold", threshold=0.3),
+    dict(strategy="random", temperature=1.0, top_k=3, top_p=0.9),
 ])
 def test_sharded_batch_matches_single_device(options):
   devices = jax.devices()
@@ -490,6 +491,12 @@ def test_bad_inputs_raise_value_error():
       (dict(block_length=-2), "block_length"),
       (dict(block_length=2.0), "block_length"),
       (dict(block_length=1, num_steps=6), "multiple of the number of blocks 4"),
+      (dict(top_k=-1, temperature=1.0), "top_k"),
+      (dict(top_k=2.0, temperature=1.0), "top_k"),
+      (dict(top_p=0.0, temperature=1.0), "top_p"),
+      (dict(top_p=1.5, temperature=1.0), "top_p"),
+      (dict(top_k=3), "need temperature > 0"),
+      (dict(top_p=0.9), "need temperature > 0"),
   ]
   for overrides, pattern in cases:
     args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
@@ -840,3 +847,125 @@ def test_nfe_equals_steps_when_every_step_fixes(options):
                         num_steps=7, **options)
   np.testing.assert_array_equal(out.nfe, out.steps)
   assert out.nfe.dtype == jnp.int32 and out.nfe.shape == (3,)
+
+
+# ----------------------------------------------------------------------------------
+# Value sampling: top-k, top-p, float32 Gumbel noise.
+
+
+def _value_frequencies(logits_V, *, rows=64, length=1024, seed=8, **options):
+  """Frequencies of the written values over rows x length positions (one step)."""
+  vocab = len(logits_V) + 1  # + MASK
+  mask_id = vocab - 1
+  table = np.tile(np.append(np.asarray(logits_V, np.float64), 0.0), (length, 1))
+  tokens = np.full((rows, length), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(table), tokens, jax.random.key(seed), mask_id=mask_id,
+                        strategy="random", num_steps=1, **options)
+  got = np.asarray(out.tokens).ravel()
+  assert got.min() >= 0 and got.max() < mask_id  # never MASK, never out of range
+  return np.bincount(got, minlength=vocab)[:mask_id] / got.size, got.size
+
+
+def _assert_frequencies(freq, want, n, sds=5.0):
+  want = np.asarray(want, np.float64)
+  sd = np.sqrt(want * (1 - want) / n) + 1e-12
+  assert np.all(np.abs(freq - want) <= sds * sd + 1e-9), (freq, want)
+
+
+@pytest.mark.parametrize("options,want", [
+    (dict(top_k=2), [0, 0, 3 / 7, 4 / 7]),
+    (dict(top_p=0.5), [0, 0, 3 / 7, 4 / 7]),  # 0.4 + 0.3 reach 0.5
+    (dict(top_p=0.75), [0, 2 / 9, 3 / 9, 4 / 9]),  # 0.4 + 0.3 < 0.75: + 0.2
+    (dict(top_p=0.35), [0, 0, 0, 1]),  # 0.4 alone reaches it
+    (dict(top_k=3, top_p=0.7), [0, 0, 3 / 7, 4 / 7]),  # p after top-3: .44, .33, .22
+    (dict(top_k=1), [0, 0, 0, 1]),
+    (dict(top_k=9), [0.1, 0.2, 0.3, 0.4]),  # k >= V: all
+    (dict(top_p=1.0), [0.1, 0.2, 0.3, 0.4]),
+])
+def test_top_k_top_p_sampling_frequencies(options, want):
+  freq, n = _value_frequencies(np.log([0.1, 0.2, 0.3, 0.4]), rows=16, length=1024,
+                               temperature=1.0, **options)
+  _assert_frequencies(freq, want, n)
+
+
+def test_top_p_applies_to_the_tempered_distribution():
+  # temperature 0.5: p ~ p^2 = (1, 4, 9, 16) / 30; top_p 0.6: 16/30 < 0.6 -> + 9/30.
+  freq, n = _value_frequencies(np.log([0.1, 0.2, 0.3, 0.4]), rows=16, temperature=0.5,
+                               top_p=0.6)
+  _assert_frequencies(freq, [0, 0, 9 / 25, 16 / 25], n)
+
+
+@pytest.mark.parametrize("vocab", [7, 40])  # pairwise ranks / sorts over the vocabulary
+def test_truncate_keeps_exactly_the_top_k_and_the_nucleus(vocab):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, vocab)).astype(np.float32) * 2
+  logits[0, 0, :4] = 1.5  # ties: lower token ids first
+  logits[..., -1] = -np.inf  # a MASK column
+  for top_k, top_p in [(3, 1.0), (0, 0.8), (5, 0.5), (1, 0.99)]:
+    for pairwise_max in (0, 64):
+      got = np.asarray(sampling._truncate(  # pylint: disable=protected-access
+          jnp.asarray(logits), top_k=top_k, top_p=top_p, pairwise_max=pairwise_max))
+      for idx in np.ndindex(3, 5):
+        row = logits[idx].astype(np.float64)
+        order = np.lexsort((np.arange(vocab), -row))
+        keep = np.zeros(vocab, bool)
+        keep[order[:top_k or vocab]] = True
+        p = np.where(keep, np.exp(row - row.max()), 0.0)
+        p /= p.sum()
+        ahead = np.cumsum(p[order]) - p[order]
+        keep[order[ahead >= top_p]] = False
+        np.testing.assert_array_equal(np.isfinite(got[idx]), keep & np.isfinite(row),
+                                      err_msg=f"{idx} k={top_k} p={top_p}")
+        np.testing.assert_array_equal(got[idx][keep], row[keep].astype(np.float32))
+
+
+def test_gumbel_noise_is_finite_at_the_extreme_uniforms():
+  tiny = np.finfo(np.float32).tiny
+  u = jnp.asarray([tiny, 2.0 ** -23, 0.5, 1.0 - 2.0 ** -23], jnp.float32)
+  g = np.asarray(sampling._gumbel(u))  # pylint: disable=protected-access
+  assert np.all(np.isfinite(g))
+  np.testing.assert_allclose(g, [-np.log(-np.log(np.float64(tiny))), -np.log(23 * np.log(2)),
+                                 -np.log(np.log(2)), 15.942385], rtol=1e-5)
+  # The uniforms the loop draws never reach 1: 1 - u >= 2^-23, so -log u > 0.
+  draws = jax.random.uniform(jax.random.key(0), (1 << 22,), minval=tiny, maxval=1.0)
+  assert float(draws.max()) <= 1.0 - 2.0 ** -23 and float(draws.min()) >= tiny
+  noise = sampling._gumbel(draws)  # pylint: disable=protected-access
+  assert bool(jnp.all(jnp.isfinite(noise)))
+  # Quantiles of the standard Gumbel: P(G <= x) = exp(-exp(-x)).
+  for x in (-1.0, 0.0, 1.0, 3.0, 6.0):
+    emp = float(jnp.mean(noise <= x))
+    want = np.exp(-np.exp(-x))
+    assert abs(emp - want) < 5 * np.sqrt(want * (1 - want) / draws.size) + 1e-6, x
+
+
+@pytest.mark.parametrize("logits,temperature", [
+    ([0.0, -6.9, -6.9], 1.0),  # peaked: p ~ (0.998, 0.001, 0.001)
+    ([0.0, -10.0], 1.0),  # very peaked: p(1) = 4.5e-5 (the Gumbel upper tail)
+    ([0.0, -1.0], 0.1),  # low temperature: p(1) = e^-10 / (1 + e^-10)
+    (list(np.zeros(50)), 1.0),  # flat over 50 tokens
+    (list(np.linspace(0, 1, 30)), 100.0),  # nearly flat: high temperature
+])
+def test_gumbel_max_frequencies_on_peaked_and_flat_distributions(logits, temperature):
+  z = np.asarray(logits, np.float64) / temperature
+  want = np.exp(z - z.max())
+  want /= want.sum()
+  freq, n = _value_frequencies(logits, rows=64, length=4096, seed=3,
+                               temperature=temperature)
+  _assert_frequencies(freq, want, n)
+
+
+def test_gumbel_max_far_tail_matches_exactly_computed_probability():
+  """Gap 12 (p = 6.1e-6): the tail beyond ~12 of a Gumbel is where float32 uniforms
+  near 1 are coarse; 2^24 draws still match the exact probability."""
+  tiny = np.finfo(np.float32).tiny
+  key0, key1 = jax.random.split(jax.random.key(5))
+  n = 1 << 24
+
+  @jax.jit
+  def wins(k0, k1):
+    g = lambda k: sampling._gumbel(jax.random.uniform(k, (n,), minval=tiny))  # noqa: E731
+    return jnp.sum(g(k1) - 12.0 > g(k0))
+
+  count = int(wins(key0, key1))
+  want = n / (1 + np.exp(12.0))
+  assert abs(count - want) < 5 * np.sqrt(want), (count, want)
