@@ -212,8 +212,14 @@ def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn 
   return functools.partial(sampler, params)
 
 
-def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any
+def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any,
+                arm_model: Any = None
                 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+  if arm_model is not None and logits_fn is None:  # key/value cache, same tokens
+    def cached_fn(tokens_BxL, prompt_len_B, key):
+      del key
+      return sampling.ar_greedy_cached(arm_model, params, tokens_BxL, prompt_len_B)
+    return cached_fn
   if logits_fn is not None:
     def run_fn(tokens_BxL, prompt_len_B, key):
       del key
@@ -281,6 +287,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         top_k: int = 0,
                         top_p: float = 1.0,
                         arm_ordering: str | None = None,
+                        arm_model: Any = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
   """Generates the answers of `examples` with each strategy and scores them.
@@ -300,6 +307,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       `sampling.sample` options
       ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
+    arm_model: for 'greedy' with apply_fn: the causal `models.Transformer` behind
+      apply_fn; decodes with its key/value cache (`sampling.ar_greedy_cached`, the
+      same tokens) instead of one full forward per token (`sampling.ar_greedy`).
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
     verbose: print one line per strategy.
@@ -345,7 +355,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     # Blank every answer token, so that no model (even a non-causal one) sees it.
     length = arm_tokens.shape[1]
     arm_tokens = np.where(np.arange(length)[None] < prompt_len_N[:, None], arm_tokens, 0)
-    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params)
+    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params,
+                         arm_model=arm_model)
     (out_tokens,), seconds, timed = _run_batched(
         run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard)
     decoded = np.asarray(task.arm_decode(examples, out_tokens), np.int32)
@@ -828,6 +839,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     result["sampler"] = sampler_options
   arm_ordering = str(_cfg_get(saved, "data.ordering", "")) or None
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
+  arm_model = None
+  if objective == "arm":  # greedy decoding with the model's key/value cache
+    from mdm_jax import train  # pylint: disable=g-import-not-at-top
+    arm_model = train.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
   key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
   sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
@@ -844,7 +859,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     print(f"{task.name} '{split_name}': {n} puzzles, {num_params:,} params", flush=True)
     per = evaluate_strategies(
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
-        batch_size=batch_size, arm_ordering=arm_ordering, verbose=True,
+        batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
+        verbose=True,
         **(sampler_options if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,

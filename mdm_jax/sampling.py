@@ -105,6 +105,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdm_jax import schedules
+from mdm_jax.models import kv_cache
 
 STRATEGIES = ("vanilla", "random", "top_prob", "margin", "entropy")
 K_MODES = ("deterministic", "binomial", "threshold", "factor", "entropy_bounded")
@@ -937,6 +938,11 @@ def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
   """
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  _check_prompt(tokens_BxL, prompt_len_B)
+  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)
+
+
+def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
   _check_tokens(tokens_BxL)
   shape = getattr(prompt_len_B, "shape", None)
   dtype = getattr(prompt_len_B, "dtype", None)
@@ -950,4 +956,59 @@ def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
     if lengths.min() < 1 or lengths.max() > tokens_BxL.shape[1]:
       raise ValueError(f"prompt_len_B must lie in [1, {tokens_BxL.shape[1]}] (at least one "
                        f"prompt token), got values in [{lengths.min()}, {lengths.max()}]")
-  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)
+
+
+def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
+                    prompt_len_B: jax.Array) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  length = tokens_BxL.shape[1]
+  iota_L = jnp.arange(length)
+  # Positions < min(prompt_len) are final in every row: their keys and values come
+  # from one causal pass over the whole (partly blank) sequence; later slots are
+  # rewritten one by one below before anything attends to them.
+  cache = kv_cache.prefill(config, params, tokens_BxL)
+
+  def body(pos: jax.Array, carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    tokens_BxL, cache = carry
+    prev_B = jax.lax.dynamic_index_in_dim(tokens_BxL, pos - 1, axis=1, keepdims=False)
+    logits_BxV, cache = kv_cache.decode_step(config, params, cache, prev_B, pos - 1)
+    next_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    write_BxL = (iota_L == pos) & (pos >= prompt_len_B)[:, None]  # else: the prompt's
+    return jnp.where(write_BxL, next_B[:, None], tokens_BxL), cache
+
+  start = jnp.maximum(jnp.min(prompt_len_B), 1)
+  return jax.lax.fori_loop(start, length, body, (tokens_BxL, cache))[0]
+
+
+_ar_cached_jit = jax.jit(_ar_cached_loop, static_argnames=("config",))
+
+
+def ar_greedy_cached(model: Any, params: Any, tokens_BxL: jax.Array,
+                     prompt_len_B: jax.Array) -> jax.Array:
+  """`ar_greedy` for a causal `models.Transformer`, with a key/value cache; traceable.
+
+  The same decoding, token for token (tests/test_sampling.py), in one
+  lax.fori_loop: one causal pass fills the cache (`models.kv_cache.prefill`), then
+  each position costs one single-token step (`kv_cache.decode_step`) instead of a
+  full forward pass. Rows may have different prompt lengths: the loop starts after
+  the shortest prompt, and a row whose prompt is longer feeds its own prompt token
+  (positions < prompt_len_B[b] are never rewritten).
+
+  Args:
+    model: a causal `models.Transformer`, or its TransformerConfig.
+    params: its parameters, as `model.apply({'params': params}, ...)` takes them
+      (the {'params': ...} wrapper is accepted too).
+    tokens_BxL: int32[B, L], L <= config.seq_len; positions >= prompt_len_B[b] are
+      overwritten (their input values are never used).
+    prompt_len_B: int[B] in [1, L].
+
+  Returns int32[B, L].
+  """
+  config = kv_cache.check_config(model)
+  kv_cache.network_params(params)
+  _check_prompt(tokens_BxL, prompt_len_B)
+  if tokens_BxL.shape[1] > config.seq_len:
+    raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
+                     f"seq_len={config.seq_len}")
+  return _ar_cached_jit(config, params, tokens_BxL, prompt_len_B)
