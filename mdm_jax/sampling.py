@@ -32,7 +32,8 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
 Adaptive k_modes (not with 'vanilla') let the model's confidence set the number
 of positions fixed per step instead of the schedule; each fixes at least one
 masked position per step while any remain, and the last step (i = T-1) still
-fixes everything left, so `num_steps` is a budget (T = L never forces). With c_i
+fixes everything left, so `num_steps` is a budget (it never forces anything when
+T >= the number of masked positions; with blocks, when S >= block_length). With c_i
 the model's probability of the value written at i (softmax(logits) with MASK
 excluded, whatever the temperature; at temperature 0 the top probability):
    - 'threshold' (Fast-dLLM, `threshold` tau in (0, 1]): every masked position with
@@ -93,6 +94,10 @@ spends a second uniform to raise the cap to ~32).
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
 over devices along their first axis without any gathering.
+
+Causal (ARM) models: `ar_greedy` decodes left to right with one full forward pass
+per position (the reference); `ar_greedy_cached` gives the same tokens with a
+key/value cache (models/kv_cache.py), one single-token step per position.
 """
 from __future__ import annotations
 
@@ -746,7 +751,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     mask_id: the MASK token id (< V). Its logit is ignored.
     strategy: 'vanilla', 'random', 'top_prob', 'margin' or 'entropy'.
     num_steps: T, the number of reverse steps at most (the loop ends when no row
-      has a MASK left).
+      has a MASK left); for adaptive k_modes a budget (the last step fixes all).
     schedule: schedule name or `schedules.Schedule` giving alpha(t).
     k_mode: 'deterministic' (K = round(m p), at least 1) or 'binomial'
       (K ~ Binomial(m, p)); not used by 'vanilla'. Adaptive (see the module
