@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--batch_chunks", default="8,0",
                  help="comma-separated TransformerConfig.batch_chunk values to time "
-                      "(0 = the whole batch at once); the first is the headline")
+                      "(0 = the whole batch at once, -1 = auto); the first is the headline")
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--repeats", type=int, default=3, help="best-of repeats per timing")
   p.add_argument("--train", action="store_true", help="also time forward+backward")

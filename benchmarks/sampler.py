@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--strategy", default="margin", choices=sampling.STRATEGIES)
   p.add_argument("--gumbel", type=float, default=0.5)
   p.add_argument("--batch_chunk", type=int, default=0,
-                 help="TransformerConfig.batch_chunk (0 = whole batch at once)")
+                 help="TransformerConfig.batch_chunk (0 = whole batch at once, -1 = auto)")
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--repeats", type=int, default=3,
                  help="best-of repeats of the free-model sampler")

@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--grad_accum", default="16,1",
                  help="config.train.grad_accum values to time (micro-batches per step)")
   p.add_argument("--batch_chunks", default="0",
-                 help="TransformerConfig.batch_chunk values to time (0 = whole batch)")
+                 help="TransformerConfig.batch_chunk values to time (0 = whole batch, -1 = auto)")
   p.add_argument("--dropout", type=float, default=None,
                  help="override the preset's dropout (gpt2-6m: 0.1)")
   p.add_argument("--steps", type=int, default=5, help="train steps per timing")

@@ -123,8 +123,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampler.gumbel_schedule = "constant"  # 'constant' | 'annealed' (x t = 1 - i/T)
   c.sampler.score_space = "prob"  # 'prob' | 'log': where the Gumbel noise is added
   c.sampler.temperature = 0.0
+  c.sampler.top_k = 0  # with temperature > 0: sample among the k best tokens (0 = all)
+  c.sampler.top_p = 1.0  # with temperature > 0: nucleus sampling (1.0 = off)
+  # 'deterministic' | 'binomial' (K from the schedule) | 'threshold' | 'factor' |
+  # 'entropy_bounded' (K from the model's confidence; each reads its own option below)
   c.sampler.k_mode = "deterministic"
+  c.sampler.threshold = 0.9  # k_mode 'threshold': fix every p(value) >= tau
+  c.sampler.factor = 1.0  # k_mode 'factor': largest n with (n + 1)(1 - c_(n)) < f
+  c.sampler.entropy_budget = 0.1  # k_mode 'entropy_bounded': gamma (nats)
   c.sampler.remask = False
+  # Semi-autoregressive blocks of this many positions (0 = off); must divide the
+  # sequence length, and num_steps must be a multiple of the number of blocks.
+  c.sampler.block_length = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)

@@ -69,14 +69,16 @@ class StrategyResult:
   # (NaN where undefined), and that solver order; None when there is none.
   corr_N: np.ndarray | None = None
   solver_rank_NxL: np.ndarray | None = None
+  # Mean forward passes per puzzle (SampleOutput.nfe; ARM: decoded tokens).
+  mean_nfe: float = float("nan")
 
   def summary(self) -> dict[str, Any]:
     """The JSON-able scalars."""
     return dict(strategy=self.strategy, label=STRATEGY_LABELS[self.strategy],
                 num_puzzles=self.num_puzzles, num_solved=self.num_solved,
                 solved=self.solved, cell_accuracy=self.cell_accuracy,
-                mean_steps=self.mean_steps, puzzles_per_sec=self.puzzles_per_sec,
-                seconds=self.seconds, **self.extra)
+                mean_steps=self.mean_steps, mean_nfe=self.mean_nfe,
+                puzzles_per_sec=self.puzzles_per_sec, seconds=self.seconds, **self.extra)
 
 
 # ----------------------------------------------------------------------------------
@@ -138,9 +140,7 @@ def _check_sampler_options(strategies: Sequence[str], mask_id: int,
   for s in strategies:
     if s == ARM_STRATEGY:
       continue
-    opts = dict(options)
-    if s == "vanilla":
-      opts["remask"] = False  # remasking needs an ordering; vanilla ignores it
+    opts = sampling.strategy_options(s, options)  # vanilla: no remask, no adaptive K
     sampling.make_sampler(lambda p, t: t, mask_id=mask_id, strategy=s, **opts)
 
 
@@ -207,9 +207,7 @@ def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
 def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None,
                 params: Any, mask_id: int, options: Mapping[str, Any]
                 ) -> Callable[[jax.Array, jax.Array], sampling.SampleOutput]:
-  opts = dict(options)
-  if strategy == "vanilla":
-    opts["remask"] = False
+  opts = sampling.strategy_options(strategy, options)
   if logits_fn is not None:
     return functools.partial(sampling.sample, logits_fn, mask_id=mask_id,
                              strategy=strategy, **opts)
@@ -217,8 +215,14 @@ def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn 
   return functools.partial(sampler, params)
 
 
-def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any
+def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any,
+                arm_model: Any = None
                 ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+  if arm_model is not None and logits_fn is None:  # key/value cache, same tokens
+    def cached_fn(tokens_BxL, prompt_len_B, key):
+      del key
+      return sampling.ar_greedy_cached(arm_model, params, tokens_BxL, prompt_len_B)
+    return cached_fn
   if logits_fn is not None:
     def run_fn(tokens_BxL, prompt_len_B, key):
       del key
@@ -266,7 +270,8 @@ def order_correlation(order_NxL: np.ndarray, rank_NxL: np.ndarray) -> np.ndarray
 
 def _score(task: base.Task, examples: base.Examples, strategy: str,
            tokens_NxL: np.ndarray, maskable_NxL: np.ndarray, steps_N: np.ndarray,
-           order_NxL: np.ndarray | None, seconds: float, timed: int) -> StrategyResult:
+           order_NxL: np.ndarray | None, seconds: float, timed: int,
+           nfe_N: np.ndarray | None = None) -> StrategyResult:
   checked = task.check(examples, tokens_NxL)
   solved_N = np.asarray(checked["solved"], bool)
   correct_NxL = np.asarray(checked["correct"], bool)
@@ -293,7 +298,8 @@ def _score(task: base.Task, examples: base.Examples, strategy: str,
       seconds=float(seconds), solved_N=solved_N, correct_NxL=correct_NxL,
       tokens_NxL=np.asarray(tokens_NxL, np.int32), steps_N=np.asarray(steps_N, np.int32),
       order_NxL=None if order_NxL is None else np.asarray(order_NxL, np.int32),
-      maskable_NxL=maskable_NxL, extra=extra, corr_N=corr_N, solver_rank_NxL=rank_NxL)
+      maskable_NxL=maskable_NxL, extra=extra, corr_N=corr_N, solver_rank_NxL=rank_NxL,
+      mean_nfe=float(np.mean(steps_N if nfe_N is None else nfe_N)))
 
 
 def evaluate_strategies(task: base.Task, examples: base.Examples, *,
@@ -311,7 +317,14 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         remask: bool = False,
                         gumbel_schedule: str = "constant",
                         score_space: str = "prob",
+                        threshold: float | None = None,
+                        factor: float | None = None,
+                        entropy_budget: float | None = None,
+                        block_length: int = 0,
+                        top_k: int = 0,
+                        top_p: float = 1.0,
                         arm_ordering: str | None = None,
+                        arm_model: Any = None,
                         shard: bool | None = None,
                         verbose: bool = False) -> dict[str, StrategyResult]:
   """Generates the answers of `examples` with each strategy and scores them.
@@ -327,8 +340,13 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
     num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
-      score_space: `sampling.sample` options ('vanilla' ignores remask).
+      score_space, threshold, factor, entropy_budget, block_length, top_k, top_p:
+      `sampling.sample` options
+      ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
+    arm_model: for 'greedy' with apply_fn: the causal `models.Transformer` behind
+      apply_fn; decodes with its key/value cache (`sampling.ar_greedy_cached`, the
+      same tokens) instead of one full forward per token (`sampling.ar_greedy`).
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
     verbose: print one line per strategy.
@@ -353,7 +371,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   _check_key(key)
   options = dict(num_steps=num_steps, schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                  temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
-                 score_space=score_space)
+                 score_space=score_space, threshold=threshold, factor=factor,
+                 entropy_budget=entropy_budget, block_length=block_length, top_k=top_k,
+                 top_p=top_p)
 
   encoded = task.mdm_encode(examples)
   tokens_NxL = np.asarray(encoded["tokens"], np.int32)
@@ -372,7 +392,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     # Blank every answer token, so that no model (even a non-causal one) sees it.
     length = arm_tokens.shape[1]
     arm_tokens = np.where(np.arange(length)[None] < prompt_len_N[:, None], arm_tokens, 0)
-    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params)
+    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params,
+                         arm_model=arm_model)
     (out_tokens,), seconds, timed = _run_batched(
         run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard)
     decoded = np.asarray(task.arm_decode(examples, out_tokens), np.int32)
@@ -392,26 +413,28 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   for strategy in strategies:
     runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
                          params=params, mask_id=mask_id, options=options)
-    (out_tokens, order, steps), seconds, timed = _run_batched(
+    (out_tokens, order, steps, nfe), seconds, timed = _run_batched(
         lambda t, k: _as_tuple(runner(t, k)), (start_NxL,), batch_size=batch_size,
         key=key, shard=shard)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
-                    seconds, timed)
+                    seconds, timed, nfe)
     results[strategy] = result
     if verbose:
       print(_progress_line(result), flush=True)
   return results
 
 
-def _as_tuple(out: sampling.SampleOutput) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _as_tuple(out: sampling.SampleOutput
+              ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   steps = jnp.broadcast_to(out.steps, out.tokens.shape[:1])
-  return out.tokens, out.order, steps
+  return out.tokens, out.order, steps, jnp.broadcast_to(out.nfe, out.tokens.shape[:1])
 
 
 def _progress_line(r: StrategyResult) -> str:
   return (f"  {STRATEGY_LABELS[r.strategy]:>16}: solved {r.num_solved}/{r.num_puzzles}"
           f" ({100 * r.solved:.2f}%), cells {100 * r.cell_accuracy:.2f}%, "
-          f"{r.mean_steps:.1f} steps, {r.puzzles_per_sec:.1f} puzzles/s")
+          f"{r.mean_steps:.1f} steps, {r.mean_nfe:.1f} NFE, {r.puzzles_per_sec:.1f} "
+          "puzzles/s")
 
 
 # ----------------------------------------------------------------------------------
@@ -517,15 +540,20 @@ def _fmt(key: str, x: float | None) -> str:
   return _pct(x)
 
 
+def _num(x: float | None) -> str:
+  return "n/a" if x is None or not math.isfinite(x) else f"{x:.1f}"
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   """A table like the paper's Tables 1, 2, 3, 5: one row per method.
 
   Each row: {'method', 'num_params', 'solved', 'cell_accuracy', 'mean_steps',
-  'puzzles_per_sec', 'num_puzzles'} plus optional extra shares (EXTRA_LABELS).
+  'mean_nfe', 'puzzles_per_sec', 'num_puzzles'} plus optional extra shares
+  (EXTRA_LABELS). Mean NFE: forward passes per puzzle ('n/a' in older results).
   """
   extras = [k for k in EXTRA_LABELS if any(k in r for r in rows)]
   head = (["Method", "# Param", "Accuracy"] + [EXTRA_LABELS[k] for k in extras]
-          + ["Cell accuracy", "Mean steps", "Puzzles/s", "Puzzles"])
+          + ["Cell accuracy", "Mean steps", "Mean NFE", "Puzzles/s", "Puzzles"])
   lines = ["| " + " | ".join(head) + " |",
            "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
   for r in rows:
@@ -533,6 +561,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     cells = ([r["method"], format_params(r.get("num_params")), _pct(r["solved"])]
              + [_fmt(k, r.get(k)) for k in extras]
              + [_pct(r.get("cell_accuracy")), f"{r.get('mean_steps', float('nan')):.1f}",
+                _num(r.get("mean_nfe")),
                 "n/a" if pps is None or not math.isfinite(pps) else f"{pps:.1f}",
                 str(r.get("num_puzzles", ""))])
     lines.append("| " + " | ".join(cells) + " |")
@@ -902,6 +931,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     result["sampler"] = sampler_options
   arm_ordering = str(_cfg_get(saved, "data.ordering", "")) or None
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
+  arm_model = None
+  if objective == "arm":  # greedy decoding with the model's key/value cache
+    from mdm_jax import train  # pylint: disable=g-import-not-at-top
+    arm_model = train.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
   key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
   sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
@@ -918,7 +951,8 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     print(f"{task.name} '{split_name}': {n} puzzles, {num_params:,} params", flush=True)
     per = evaluate_strategies(
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
-        batch_size=batch_size, arm_ordering=arm_ordering, verbose=True,
+        batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
+        verbose=True,
         **(sampler_options if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,

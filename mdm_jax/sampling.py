@@ -5,7 +5,10 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
 
 1. one forward pass `logits_fn(tokens_BxL) -> logits_BxLxV` (the MASK logit is set
    to -inf: MASK is never written and never counts in a score);
-2. a candidate value per position (argmax, or a sample from softmax(logits/temp));
+2. a candidate value per position: the argmax, or at temperature > 0 a sample from
+   softmax(logits / temperature), optionally restricted to the `top_k` most likely
+   tokens and then to the `top_p` nucleus (the fewest best tokens holding
+   probability >= top_p of the remaining ones), by Gumbel-max;
 3. a set of positions to fix:
    - 'vanilla': every masked position independently with probability
      p_i = (alpha_s - alpha_t) / (1 - alpha_t) (the ancestral step);
@@ -26,9 +29,75 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
    re-predicted at each step and only the best-scoring ones stay fixed, so that the
    number of fixed positions follows the same K schedule.
 
+Adaptive k_modes (not with 'vanilla') let the model's confidence set the number
+of positions fixed per step instead of the schedule; each fixes at least one
+masked position per step while any remain, and the last step (i = T-1) still
+fixes everything left, so `num_steps` is a budget (it never forces anything when
+T >= the number of masked positions; with blocks, when S >= block_length). With c_i
+the model's probability of the value written at i (softmax(logits) with MASK
+excluded, whatever the temperature; at temperature 0 the top probability):
+   - 'threshold' (Fast-dLLM, `threshold` tau in (0, 1]): every masked position with
+     c_i >= tau;
+   - 'factor' (Fast-dLLM, `factor` f > 0): with the masked positions ordered by c
+     (ties to the lower position) and c_(n) the n-th, the first n* of them, n* the
+     largest n with (n + 1)(1 - c_(n)) < f (the left side never decreases in n);
+   - 'entropy_bounded' (EB-sampler, `entropy_budget` gamma >= 0): with the masked
+     positions ordered by the strategy's score, the longest prefix whose entropies
+     (nats, of softmax(logits)) sum to at most gamma plus their largest one.
+   When a rule picks no position (threshold, factor), the row fixes its best
+   position by the strategy's score. So the strategy, with its Gumbel noise, orders
+   the EB-sampler's prefix and picks the fallback; the threshold and factor sets
+   themselves depend on c only (with 'top_prob' at temperature 0 and no noise, the
+   fallback is the most confident position, as in Fast-dLLM). With `remask=True`
+   the rule only sets the count: K = the size of the rule's set on the masked
+   positions, and, as for the other k_modes, the best (already fixed + K) of all
+   generated positions by the strategy's score stay fixed.
+
+With `block_length` = b > 0 (semi-autoregressive decoding, LLaDA) the sequence is
+cut into L / b blocks of b consecutive positions, over all L positions (the
+"generated span" is the whole sequence: b must divide L). Each row decodes only in
+its current block, the first block that still holds a MASK: blocks with no MASK
+(all given) are skipped, and the row moves on as soon as its block has no MASK left.
+Each block runs on its own step grid of S = num_steps / (L / b) steps (num_steps
+must be a multiple of the number of blocks): the K schedule, m (masked positions in
+the block), the 'annealed' Gumbel scale (1 - s/S at the block's step s) and the
+"last step fixes everything left" rule all apply within the block, so a block takes
+at most S steps and a row at most num_steps. Remasking touches only the current
+block's generated positions (finished blocks are frozen). `order` keeps the global
+step. block_length = L is the same as no blocks.
+
+A step that fixes nothing ('vanilla', 'binomial': possible when m p is small)
+leaves the tokens unchanged, so the next forward pass would return the same logits:
+when no row changed since the last forward pass, the loop reuses its logits (carried
+in the loop state; a lax.cond around the call) instead of calling the model, as
+MDLM's cache does. This assumes `logits_fn` is a function of the tokens (no
+dropout, no state), and leaves every result unchanged. `SampleOutput.nfe` counts
+per row the forward passes the row needed: its active steps, less those after a
+step that changed none of its tokens (a row that is done stops counting). The model
+is called for the whole batch whenever some active row needs it. Other k_modes fix
+at least one position per active row and step, so there nfe = steps.
+
+Gumbel noise in float32 (value sampling and the ordering noise): G = -log(-log u)
+with u from jax.random.uniform(minval=tiny, maxval=1), whose 23 random mantissa bits
+give u in {tiny} U {k 2^-23 : k = 1 .. 2^23 - 1}. u never rounds to 1 (1 - u >= 2^-23,
+so -log u >= 1.19e-7 > 0) nor to 0, so G is always finite, in [-4.47, 15.94]
+(tests/test_sampling.py checks the extremes). The price is a truncated, stepped
+upper tail: P(G > g) is exact at the grid points g_k = -log(-log(1 - k 2^-23)) but
+G never exceeds 15.94 (true probability 1.2e-7), so a token whose tempered logit
+trails the best by more than ~18.7 is never drawn, and the sampled distribution
+differs from the softmax by roughly V x 1e-7 per draw. That is negligible for this
+project's vocabularies (tens of tokens; tests check peaked and flat distributions
+empirically); it is the float32 Gumbel-max bias reported for 50k-token language
+models, where the maximum of V Gumbels nears the cap (JAX's gumbel(mode='high')
+spends a second uniform to raise the cap to ~32).
+
 The loop stops as soon as no row has a MASK left. Positions given at the start never
 change. All shapes are static; per-row counts are dynamic, so batches may be sharded
 over devices along their first axis without any gathering.
+
+Causal (ARM) models: `ar_greedy` decodes left to right with one full forward pass
+per position (the reference); `ar_greedy_cached` gives the same tokens with a
+key/value cache (models/kv_cache.py), one single-token step per position.
 """
 from __future__ import annotations
 
@@ -41,9 +110,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdm_jax import schedules
+from mdm_jax.models import kv_cache
 
 STRATEGIES = ("vanilla", "random", "top_prob", "margin", "entropy")
-K_MODES = ("deterministic", "binomial")
+K_MODES = ("deterministic", "binomial", "threshold", "factor", "entropy_bounded")
+# The k_modes whose count adapts to the model's confidence, and the option each reads
+# (None in `sample` = not given; the default below is then used).
+ADAPTIVE_K_MODES = {"threshold": "threshold", "factor": "factor",
+                    "entropy_bounded": "entropy_budget"}
+DEFAULT_THRESHOLD = 0.9  # Fast-dLLM's confidence threshold tau
+DEFAULT_FACTOR = 1.0  # Fast-dLLM's factor f
+DEFAULT_ENTROPY_BUDGET = 0.1  # EB-sampler's gamma
 GUMBEL_SCHEDULES = ("constant", "annealed")
 SCORE_SPACES = ("prob", "log")
 
@@ -58,10 +135,14 @@ class SampleOutput:
   order: int32[B, L], the step at which each position was (last) fixed; -1 where the
     position was given at the start.
   steps: int32[B], the number of reverse steps the row needed (<= num_steps).
+  nfe: int32[B], the forward passes the row needed: its active steps, less those
+    that follow a step that changed none of its tokens (their logits are reused;
+    only 'vanilla' and 'binomial' steps can fix nothing). <= steps.
   """
   tokens: jax.Array
   order: jax.Array
   steps: jax.Array
+  nfe: jax.Array
 
 
 @flax.struct.dataclass
@@ -70,16 +151,72 @@ class _State:
   tokens_BxL: jax.Array
   order_BxL: jax.Array
   steps_B: jax.Array
+  block_B: jax.Array  # int32[B]: the row's current block (block_length > 0)
+  sub_B: jax.Array  # int32[B]: steps the row has spent in that block
+  nfe_B: jax.Array  # int32[B]: forward passes the row needed
+  stale_B: jax.Array  # bool[B]: the row changed since the last forward pass
+  logits_BxLxV: jax.Array | None  # the last forward's logits (when they can be reused)
 
 
 # ----------------------------------------------------------------------------------
 # Argument checks (Python, before tracing).
 
 
+def _check_float(name: str, value: Any, *, low: float, low_open: bool,
+                 high: float | None = None) -> float:
+  """A finite Python/numpy float (ints allowed, not bools) in the given range."""
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise ValueError(f"{name} must be a float, got {value!r}")
+  value = float(value)
+  ok = np.isfinite(value) and (value > low if low_open else value >= low)
+  if high is not None:
+    ok = ok and value <= high
+  if not ok:
+    where = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+    raise ValueError(f"{name} must be a finite float in {where}, got {value!r}")
+  return value
+
+
+def _adaptive_options(*, strategy: str, k_mode: str, threshold: Any, factor: Any,
+                      entropy_budget: Any) -> dict[str, float | None]:
+  """Checks the options of the adaptive k_modes; -> {name: float or None}.
+
+  Each option belongs to one k_mode: given (not None) with another k_mode it is an
+  error; not given with its own k_mode it takes its default.
+  """
+  given = dict(threshold=threshold, factor=factor, entropy_budget=entropy_budget)
+  own = ADAPTIVE_K_MODES.get(k_mode)
+  for name, value in given.items():
+    if value is not None and name != own:
+      mode = next(m for m, o in ADAPTIVE_K_MODES.items() if o == name)
+      raise ValueError(f"{name}={value!r} is only used by k_mode={mode!r}, but "
+                       f"k_mode={k_mode!r}; leave {name} unset (None)")
+  if own is not None and strategy == "vanilla":
+    raise ValueError(f"k_mode={k_mode!r} needs an ordering strategy ('random', "
+                     "'top_prob', 'margin', 'entropy'), not 'vanilla' (which fixes "
+                     "each position independently)")
+  out: dict[str, float | None] = {name: None for name in given}
+  if own == "threshold":
+    out["threshold"] = _check_float(
+        "threshold", DEFAULT_THRESHOLD if threshold is None else threshold,
+        low=0.0, low_open=True, high=1.0)
+  elif own == "factor":
+    out["factor"] = _check_float("factor", DEFAULT_FACTOR if factor is None else factor,
+                                 low=0.0, low_open=True)
+  elif own == "entropy_budget":
+    out["entropy_budget"] = _check_float(
+        "entropy_budget", DEFAULT_ENTROPY_BUDGET if entropy_budget is None
+        else entropy_budget, low=0.0, low_open=False)
+  return out
+
+
 def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any,
                    k_mode: Any, gumbel: Any, temperature: Any,
                    remask: Any, gumbel_schedule: Any = "constant",
-                   score_space: Any = "prob") -> schedules.Schedule:
+                   score_space: Any = "prob", threshold: Any = None,
+                   factor: Any = None, entropy_budget: Any = None,
+                   block_length: Any = 0, top_k: Any = 0, top_p: Any = 1.0
+                   ) -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -108,11 +245,39 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
   if remask and strategy == "vanilla":
     raise ValueError("remask=True needs an ordering strategy ('random', 'top_prob', "
                      "'margin', 'entropy'), not 'vanilla'")
+  _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
+                    factor=factor, entropy_budget=entropy_budget)
+  if (isinstance(block_length, bool) or not isinstance(block_length, (int, np.integer))
+      or block_length < 0):
+    raise ValueError(f"block_length must be an int >= 0 (0 = no blocks), got "
+                     f"{block_length!r}")
+  if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    raise ValueError(f"top_k must be an int >= 0 (0 = all tokens), got {top_k!r}")
+  top_p = _check_float("top_p", top_p, low=0.0, low_open=True, high=1.0)
+  if (top_k or top_p < 1.0) and not temperature > 0.0:
+    raise ValueError(f"top_k={top_k}, top_p={top_p} restrict sampled values: they need "
+                     "temperature > 0 (temperature 0 writes the argmax)")
   if isinstance(schedule, schedules.Schedule):
     return schedule
   if not isinstance(schedule, str):
     raise ValueError(f"schedule must be a name or a Schedule, got {schedule!r}")
   return schedules.get_schedule(schedule)  # ValueError on unknown names
+
+
+def _check_blocks(block_length: int, length: int, num_steps: int) -> None:
+  """Blocks tile the whole sequence (the generated span is all L positions), and
+  every block gets the same number of steps."""
+  if not block_length:
+    return
+  if length % block_length:
+    raise ValueError(f"block_length={block_length} does not divide the sequence length "
+                     f"{length} (blocks tile all L positions; blocks without a MASK are "
+                     f"skipped)")
+  num_blocks = length // block_length
+  if num_steps % num_blocks:
+    raise ValueError(f"num_steps={num_steps} is not a multiple of the number of blocks "
+                     f"{num_blocks} (= {length} / block_length {block_length}): each block "
+                     f"runs num_steps / num_blocks steps")
 
 
 def _is_concrete(x: Any) -> bool:
@@ -211,32 +376,84 @@ def _noise_channels(*, strategy: str, k_mode: str, gumbel: float, temperature: f
 
 
 def _gumbel(u: jax.Array) -> jax.Array:
-  """Standard Gumbel noise from uniforms in (0, 1)."""
+  """Standard Gumbel noise from uniforms in (0, 1) (see the module docstring on
+  float32 precision: finite for every uniform the loop draws)."""
   return -jnp.log(-jnp.log(u))
 
 
+# Up to this vocabulary size, top-k / top-p ranks come from pairwise comparisons
+# ([B, L, V, V]); beyond it from sorts.
+_PAIRWISE_MAX_VOCAB = 32
+
+
+def _truncate(scaled_BxLxV: jax.Array, *, top_k: int, top_p: float,
+              pairwise_max: int = _PAIRWISE_MAX_VOCAB) -> jax.Array:
+  """Logits with the tokens outside the top-k, then outside the top-p nucleus, set
+  to -inf (ties go to the lower token id; the best token always stays).
+
+  The nucleus is the smallest set of the best tokens whose probability under
+  softmax(scaled) (after top-k) reaches top_p: token j stays when the tokens ranked
+  before it hold less than top_p.
+  """
+  vocab_size = scaled_BxLxV.shape[-1]
+  key_BxLxV = -scaled_BxLxV  # lower first; -inf logits (MASK) rank last
+  if 0 < top_k < vocab_size:
+    rank_BxLxV = _ranks(key_BxLxV, pairwise_max)
+    scaled_BxLxV = jnp.where(rank_BxLxV < top_k, scaled_BxLxV, -jnp.inf)
+    key_BxLxV = -scaled_BxLxV
+  if top_p < 1.0:
+    p_BxLxV = jax.nn.softmax(scaled_BxLxV, axis=-1)
+    upto_BxLxV, _ = _prefix_sum_max(key_BxLxV, p_BxLxV, pairwise_max)
+    scaled_BxLxV = jnp.where(upto_BxLxV - p_BxLxV < top_p, scaled_BxLxV, -jnp.inf)
+  return scaled_BxLxV
+
+
 def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
-                       strategy: str, temperature: float, score_space: str = "prob"
-                       ) -> tuple[jax.Array | None, jax.Array]:
-  """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32.
+                       strategy: str, temperature: float, score_space: str = "prob",
+                       k_mode: str = "deterministic", top_k: int = 0,
+                       top_p: float = 1.0
+                       ) -> tuple[jax.Array | None, jax.Array, dict[str, jax.Array]]:
+  """-> (score_BxL, higher first; None for 'vanilla'), values_BxL int32, extras.
 
   `noise` holds uniforms in (0, 1): 'value' [B, L, V] when temperature > 0, 'score'
-  [B, L] for 'random'.
+  [B, L] for 'random'. `extras` holds what the adaptive k_modes read, from the
+  model's own distribution softmax(logits): 'conf' (the probability of the written
+  value; 'threshold', 'factor') and 'entropy' (nats; 'entropy_bounded').
   """
   if temperature > 0.0:
-    values_BxL = jnp.argmax(logits_BxLxV / temperature + _gumbel(noise["value"]), axis=-1)
+    scaled_BxLxV = _truncate(logits_BxLxV / temperature, top_k=top_k, top_p=top_p)
+    values_BxL = jnp.argmax(scaled_BxLxV + _gumbel(noise["value"]), axis=-1)
   else:
     values_BxL = jnp.argmax(logits_BxLxV, axis=-1)
   values_BxL = values_BxL.astype(jnp.int32)
-  if strategy == "vanilla":
-    return None, values_BxL
-  if strategy == "random":
-    return noise["score"], values_BxL
+  need_stats = strategy in ("top_prob", "margin", "entropy") or k_mode in ADAPTIVE_K_MODES
+  if not need_stats:
+    return (None if strategy == "vanilla" else noise["score"]), values_BxL, {}
 
   max_BxL = jnp.max(logits_BxLxV, axis=-1)
   z_BxLxV = logits_BxLxV - max_BxL[..., None]
   sumexp_BxL = jnp.sum(jnp.exp(z_BxLxV), axis=-1)
-  if strategy == "top_prob":
+  iota_V = jnp.arange(logits_BxLxV.shape[-1])
+
+  def neg_entropy() -> jax.Array:
+    p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
+    logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
+    return jnp.sum(jnp.where(p_BxLxV > 0, p_BxLxV * logp_BxLxV, 0.0), axis=-1)
+
+  extras = {}
+  if k_mode in ("threshold", "factor"):
+    if temperature > 0.0:  # z of the written value (a select, not a gather)
+      z_value_BxL = jnp.max(jnp.where(iota_V == values_BxL[..., None], z_BxLxV, -jnp.inf),
+                            axis=-1)
+      extras["conf"] = jnp.exp(z_value_BxL) / sumexp_BxL
+    else:  # the argmax: z = 0
+      extras["conf"] = 1.0 / sumexp_BxL
+  elif k_mode == "entropy_bounded":
+    extras["entropy"] = -neg_entropy()
+
+  if strategy == "random":
+    score_BxL = noise["score"]
+  elif strategy == "top_prob":
     if score_space == "log":
       score_BxL = -jnp.log(sumexp_BxL)  # = log max_j p(j)
     else:
@@ -244,7 +461,6 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
   elif strategy == "margin":
     # Second largest logit: drop one (the first) argmax, so that ties give margin 0.
     top1_BxL = jnp.argmax(logits_BxLxV, axis=-1)
-    iota_V = jnp.arange(logits_BxLxV.shape[-1])
     second_BxL = jnp.max(jnp.where(iota_V == top1_BxL[..., None], -jnp.inf, z_BxLxV),
                          axis=-1)
     if score_space == "log":  # log(p(j1) - p(j2)); -inf on exact ties
@@ -252,13 +468,12 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
     else:
       score_BxL = (1.0 - jnp.exp(second_BxL)) / sumexp_BxL  # = p(j1) - p(j2)
   elif strategy == "entropy":
-    p_BxLxV = jnp.exp(z_BxLxV) / sumexp_BxL[..., None]
-    logp_BxLxV = z_BxLxV - jnp.log(sumexp_BxL)[..., None]
-    score_BxL = jnp.sum(jnp.where(p_BxLxV > 0, p_BxLxV * logp_BxLxV, 0.0),
-                        axis=-1)  # = -entropy
+    score_BxL = -extras["entropy"] if "entropy" in extras else neg_entropy()
+  elif strategy == "vanilla":
+    score_BxL = None
   else:
     raise ValueError(f"unknown strategy {strategy!r}")
-  return score_BxL, values_BxL
+  return score_BxL, values_BxL, extras
 
 
 # Up to this length, ranks come from all pairwise comparisons (L^2 per row, fused into
@@ -267,44 +482,138 @@ def _scores_and_values(logits_BxLxV: jax.Array, noise: dict[str, jax.Array], *,
 _PAIRWISE_MAX_LEN = 256
 
 
+def _rank_key(score: jax.Array, candidates: jax.Array) -> jax.Array:
+  """float32 sort key (lower first) of (-score) for candidates, +inf for the others.
+
+  -inf/NaN scores become finite (NaN ranks last among candidates), so that every
+  candidate ranks before every non-candidate.
+  """
+  big = jnp.finfo(jnp.float32).max
+  return jnp.where(candidates, jnp.nan_to_num(-score.astype(jnp.float32), nan=big),
+                   jnp.inf)
+
+
+def _ahead(key: jax.Array, *, or_self: bool) -> jax.Array:
+  """bool[..., N, N]: [i, j] = element j ranks before element i by (key, index)."""
+  n = key.shape[-1]
+  iota = jnp.arange(n)
+  key_i, key_j = key[..., :, None], key[..., None, :]
+  earlier = iota[None, :] <= iota[:, None] if or_self else iota[None, :] < iota[:, None]
+  return (key_j < key_i) | ((key_j == key_i) & earlier)
+
+
+def _sorted_order(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(perm, rank) along the last axis by (key, index): perm[r] = element of rank r."""
+  iota = jax.lax.broadcasted_iota(jnp.int32, key.shape, key.ndim - 1)
+  _, perm = jax.lax.sort((key, iota), dimension=key.ndim - 1, is_stable=True, num_keys=1)
+  _, rank = jax.lax.sort((perm, iota), dimension=key.ndim - 1, is_stable=True, num_keys=1)
+  return perm, rank
+
+
+def _ranks(key: jax.Array, pairwise_max: int = _PAIRWISE_MAX_LEN) -> jax.Array:
+  """int32 rank of each element along the last axis by (key, index), from 0.
+
+  Exact ranks without gathers or scatters (which partition badly over a sharded
+  batch): pairwise comparisons up to `pairwise_max` elements, else two sorts.
+  """
+  if key.shape[-1] <= pairwise_max:
+    return jnp.sum(_ahead(key, or_self=False), axis=-1, dtype=jnp.int32)
+  return _sorted_order(key)[1]
+
+
+def _prefix_sum_max(key: jax.Array, values: jax.Array,
+                    pairwise_max: int = _PAIRWISE_MAX_LEN) -> tuple[jax.Array, jax.Array]:
+  """(sum, max) of `values` over each element and every element ranked before it.
+
+  Ranked along the last axis by (key, index) as `_ranks`; float32.
+  """
+  values = values.astype(jnp.float32)
+  if key.shape[-1] <= pairwise_max:
+    upto = _ahead(key, or_self=True)  # [..., i, j]: j ranks before i, or j = i
+    total = jnp.sum(jnp.where(upto, values[..., None, :], 0.0), axis=-1)
+    most = jnp.max(jnp.where(upto, values[..., None, :], -jnp.inf), axis=-1)
+    return total, most
+  axis = key.ndim - 1
+  iota = jax.lax.broadcasted_iota(jnp.int32, key.shape, axis)
+  _, perm, sorted_values = jax.lax.sort((key, iota, values), dimension=axis,
+                                        is_stable=True, num_keys=1)
+  total = jnp.cumsum(sorted_values, axis=axis)
+  most = jax.lax.cummax(sorted_values, axis=axis)
+  _, total, most = jax.lax.sort((perm, total, most), dimension=axis, is_stable=True,
+                                num_keys=1)
+  return total, most
+
+
 def _select_top(score_BxL: jax.Array, candidates_BxL: jax.Array,
                 count_B: jax.Array) -> jax.Array:
   """bool[B, L]: exactly min(count, #candidates) candidates per row, best scores first.
 
   Candidates are ranked by (-score, position), so ties go to the lower position;
   -inf/NaN scores become finite, so every candidate ranks before every non-candidate.
-  No threshold on score values is involved, only exact ranks, computed without
-  gathers or scatters (which partition badly over a sharded batch).
+  No threshold on score values is involved, only exact ranks.
   """
-  big = jnp.finfo(jnp.float32).max
-  key_BxL = jnp.where(candidates_BxL,
-                      jnp.nan_to_num(-score_BxL.astype(jnp.float32), nan=big), jnp.inf)
-  length = key_BxL.shape[1]
-  if length <= _PAIRWISE_MAX_LEN:
-    iota_L = jnp.arange(length)
-    key_i, key_j = key_BxL[:, :, None], key_BxL[:, None, :]
-    ahead_BxLxL = (key_j < key_i) | ((key_j == key_i) & (iota_L[None, :] < iota_L[:, None]))
-    rank_BxL = jnp.sum(ahead_BxLxL, axis=-1, dtype=jnp.int32)  # [b, i]: # ahead of i
-  else:
-    iota_BxL = jax.lax.broadcasted_iota(jnp.int32, key_BxL.shape, 1)
-    _, perm_BxL = jax.lax.sort((key_BxL, iota_BxL), dimension=1, is_stable=True,
-                               num_keys=1)
-    _, rank_BxL = jax.lax.sort((perm_BxL, iota_BxL), dimension=1, is_stable=True,
-                               num_keys=1)
+  rank_BxL = _ranks(_rank_key(score_BxL, candidates_BxL))
   return candidates_BxL & (rank_BxL < count_B[:, None])
+
+
+def _adaptive_select(k_mode: str, *, score_BxL: jax.Array, candidates_BxL: jax.Array,
+                     conf_BxL: jax.Array | None, entropy_BxL: jax.Array | None,
+                     threshold: float | None, factor: float | None,
+                     entropy_budget: float | None) -> jax.Array:
+  """bool[B, L]: the candidates an adaptive k_mode fixes (at least one per row that
+  has a candidate; see the module docstring)."""
+  if k_mode == "threshold":
+    rule_BxL = candidates_BxL & (conf_BxL >= threshold)
+  elif k_mode == "factor":
+    # n-th best confidence (n = rank + 1): fix it when (n + 1)(1 - c_(n)) < f. The
+    # left side never decreases with n, so the fixed ones are a prefix by confidence.
+    rank_BxL = _ranks(_rank_key(conf_BxL, candidates_BxL))
+    rule_BxL = candidates_BxL & (
+        (rank_BxL.astype(jnp.float32) + 2.0) * (1.0 - conf_BxL) < factor)
+  elif k_mode == "entropy_bounded":
+    # Prefix in the strategy's order: sum of entropies minus their max <= gamma (never
+    # decreases along the order, so a prefix; its first element always qualifies).
+    key_BxL = _rank_key(score_BxL, candidates_BxL)
+    total_BxL, most_BxL = _prefix_sum_max(
+        key_BxL, jnp.where(candidates_BxL, entropy_BxL, 0.0))
+    rule_BxL = candidates_BxL & (total_BxL - most_BxL <= entropy_budget)
+  else:
+    raise ValueError(f"unknown adaptive k_mode {k_mode!r}")
+  # At least one: the best candidate by the strategy's score when the rule has none.
+  none_B = ~jnp.any(rule_BxL, axis=-1)
+  first_BxL = _select_top(score_BxL, candidates_BxL, jnp.ones_like(none_B, jnp.int32))
+  return rule_BxL | (first_BxL & none_B[:, None])
 
 
 def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  mask_id: int, strategy: str, num_steps: int,
                  schedule: schedules.Schedule, k_mode: str, gumbel: float,
                  temperature: float, remask: bool, gumbel_schedule: str = "constant",
-                 score_space: str = "prob") -> SampleOutput:
-  """The sampler itself (traceable; arguments already validated)."""
+                 score_space: str = "prob", threshold: float | None = None,
+                 factor: float | None = None, entropy_budget: float | None = None,
+                 block_length: int = 0, top_k: int = 0, top_p: float = 1.0,
+                 reuse_logits: bool = True) -> SampleOutput:
+  """The sampler itself (traceable; arguments already validated).
+
+  reuse_logits: skip the forward pass when no row changed since the last one (only
+  built when a step can fix nothing: 'vanilla' or 'binomial'); False is for tests.
+  """
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   shape_BxL = tokens_BxL.shape
-  p_T = jnp.asarray(unmask_probs(schedule, num_steps))
+  length = shape_BxL[1]
+  _check_blocks(block_length, length, num_steps)
+  num_blocks = length // block_length if block_length else 1
+  block_steps = num_steps // num_blocks  # S: the K schedule's steps within a block
+  p_S = jnp.asarray(unmask_probs(schedule, block_steps))
   given_BxL = tokens_BxL != mask_id  # never changes
-  num_gen_B = jnp.sum(~given_BxL, axis=-1, dtype=jnp.int32)
+  block_id_L = jnp.arange(length) // block_length if block_length else None
+  reuse = reuse_logits and (strategy == "vanilla" or k_mode == "binomial")
+
+  def forward(tokens_BxL: jax.Array) -> jax.Array:
+    logits_BxLxV = logits_fn(tokens_BxL)
+    _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
+    is_mask_V = jnp.arange(logits_BxLxV.shape[-1]) == mask_id
+    return jnp.where(is_mask_V, -jnp.inf, logits_BxLxV.astype(jnp.float32))
 
   def cond(state: _State) -> jax.Array:
     return (state.step < num_steps) & jnp.any(state.tokens_BxL == mask_id)
@@ -312,16 +621,33 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
   def body(state: _State) -> _State:
     step = state.step
     masked_BxL = state.tokens_BxL == mask_id
-    num_masked_B = jnp.sum(masked_BxL, axis=-1, dtype=jnp.int32)
-    active_B = num_masked_B > 0
-    p = p_T[step]
+    active_B = jnp.any(masked_BxL, axis=-1)
+    if block_length:  # the row's current block: the first one with a MASK
+      block_B = jnp.min(jnp.where(masked_BxL, block_id_L, num_blocks), axis=-1)
+      in_block_BxL = block_id_L == block_B[:, None]
+      sub_B = jnp.where(block_B == state.block_B, state.sub_B, 0)  # step in the block
+      iota_S = jnp.arange(block_steps)
+      p_B = jnp.sum(jnp.where(iota_S == sub_B[:, None], p_S, 0.0), axis=-1)  # no gather
+      last_B = sub_B == block_steps - 1
+      t_B = 1.0 - sub_B.astype(jnp.float32) / block_steps
+      cand_BxL = masked_BxL & in_block_BxL  # positions that may be fixed now
+      gen_BxL = ~given_BxL & in_block_BxL  # positions remasking may touch
+    else:
+      block_B = sub_B = state.block_B
+      p_B, last_B = p_S[step], step == num_steps - 1
+      t_B = 1.0 - step.astype(jnp.float32) / num_steps
+      cand_BxL, gen_BxL = masked_BxL, ~given_BxL
+    num_cand_B = jnp.sum(cand_BxL, axis=-1, dtype=jnp.int32)
+    p_Bx1, last_Bx1, t_Bx1 = p_B[..., None], last_B[..., None], t_B[..., None]
 
-    logits_BxLxV = logits_fn(state.tokens_BxL)
-    _check_logits_shape(logits_BxLxV, shape_BxL, mask_id)
+    if reuse:  # MDLM's cache: unchanged tokens, unchanged logits (a pure model)
+      need_B = active_B & state.stale_B
+      logits_BxLxV = jax.lax.cond(jnp.any(need_B), forward,
+                                  lambda _: state.logits_BxLxV, state.tokens_BxL)
+    else:  # every step changes every active row
+      need_B = active_B
+      logits_BxLxV = forward(state.tokens_BxL)
     vocab_size = logits_BxLxV.shape[-1]
-    logits_BxLxV = logits_BxLxV.astype(jnp.float32)
-    is_mask_V = jnp.arange(vocab_size) == mask_id
-    logits_BxLxV = jnp.where(is_mask_V, -jnp.inf, logits_BxLxV)
 
     channels = _noise_channels(strategy=strategy, k_mode=k_mode, gumbel=gumbel,
                                temperature=temperature, vocab_size=vocab_size)
@@ -332,50 +658,72 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                                    minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
       noise = {name: u_BxLxN[..., c] if name == "value" else u_BxLxN[..., c.start]
                for name, c in channels.items()}
-    score_BxL, values_BxL = _scores_and_values(logits_BxLxV, noise, strategy=strategy,
-                                               temperature=temperature,
-                                               score_space=score_space)
+    score_BxL, values_BxL, extras = _scores_and_values(
+        logits_BxLxV, noise, strategy=strategy, temperature=temperature,
+        score_space=score_space, k_mode=k_mode, top_k=top_k, top_p=top_p)
 
     if strategy == "vanilla":
-      select_BxL = masked_BxL & (noise["count"] < p)
+      select_BxL = cand_BxL & (noise["count"] < p_Bx1)
     else:
       if gumbel > 0.0:
-        scale = gumbel * (1.0 - step.astype(jnp.float32) / num_steps
-                          if gumbel_schedule == "annealed" else 1.0)
+        scale = gumbel * (t_Bx1 if gumbel_schedule == "annealed" else 1.0)
         score_BxL = score_BxL + scale * _gumbel(noise["gumbel"])
+      adaptive_BxL = None
       if k_mode == "deterministic":
-        count_B = jnp.round(num_masked_B.astype(jnp.float32) * p).astype(jnp.int32)
-        count_B = jnp.minimum(jnp.maximum(count_B, 1), num_masked_B)
-      else:  # binomial with the same mean
-        count_B = jnp.sum(masked_BxL & (noise["count"] < p), axis=-1, dtype=jnp.int32)
-      if remask:  # keep the best (already fixed + count) of all generated positions
-        select_BxL = _select_top(score_BxL, ~given_BxL,
-                                 num_gen_B - num_masked_B + count_B)
+        count_B = jnp.round(num_cand_B.astype(jnp.float32) * p_B).astype(jnp.int32)
+        count_B = jnp.minimum(jnp.maximum(count_B, 1), num_cand_B)
+      elif k_mode == "binomial":  # the same mean
+        count_B = jnp.sum(cand_BxL & (noise["count"] < p_Bx1), axis=-1, dtype=jnp.int32)
+      else:  # adaptive: the rule's positions (the last step fixes all that is left)
+        adaptive_BxL = _adaptive_select(
+            k_mode, score_BxL=score_BxL, candidates_BxL=cand_BxL,
+            conf_BxL=extras.get("conf"), entropy_BxL=extras.get("entropy"),
+            threshold=threshold, factor=factor, entropy_budget=entropy_budget)
+        adaptive_BxL = adaptive_BxL | (cand_BxL & last_Bx1)
+        count_B = jnp.sum(adaptive_BxL, axis=-1, dtype=jnp.int32)
+      if adaptive_BxL is not None and not remask:
+        select_BxL = adaptive_BxL
+      elif remask:  # keep the best (already fixed + count) of the generated positions
+        num_gen_B = jnp.sum(gen_BxL, axis=-1, dtype=jnp.int32)
+        select_BxL = _select_top(score_BxL, gen_BxL, num_gen_B - num_cand_B + count_B)
       else:
-        select_BxL = _select_top(score_BxL, masked_BxL, count_B)
+        select_BxL = _select_top(score_BxL, cand_BxL, count_B)
 
     if remask:
       select_BxL = select_BxL & active_B[:, None]  # finished rows are frozen
       fresh_BxL = select_BxL & (masked_BxL | (values_BxL != state.tokens_BxL))
-      unfix_BxL = active_B[:, None] & ~given_BxL & ~select_BxL
+      unfix_BxL = active_B[:, None] & gen_BxL & ~select_BxL
       tokens_BxL = jnp.where(select_BxL, values_BxL,
                              jnp.where(unfix_BxL, mask_id, state.tokens_BxL))
       order_BxL = jnp.where(fresh_BxL, step, jnp.where(unfix_BxL, -1, state.order_BxL))
     else:
       tokens_BxL = jnp.where(select_BxL, values_BxL, state.tokens_BxL)
       order_BxL = jnp.where(select_BxL, step, state.order_BxL)
+    active_i32_B = active_B.astype(jnp.int32)
     return _State(step=step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
-                  steps_B=state.steps_B + active_B.astype(jnp.int32))
+                  steps_B=state.steps_B + active_i32_B, block_B=block_B,
+                  sub_B=sub_B + active_i32_B if block_length else sub_B,
+                  nfe_B=state.nfe_B + need_B.astype(jnp.int32),
+                  stale_B=jnp.any(tokens_BxL != state.tokens_BxL, axis=-1),
+                  logits_BxLxV=logits_BxLxV if reuse else None)
 
+  zeros_B = jnp.zeros(shape_BxL[:1], jnp.int32)
+  logits0 = None
+  if reuse:
+    logits_shape = jax.eval_shape(logits_fn, tokens_BxL).shape
+    logits0 = jnp.zeros(logits_shape, jnp.float32)
   init = _State(step=jnp.zeros((), jnp.int32), tokens_BxL=tokens_BxL,
-                order_BxL=jnp.full(shape_BxL, -1, jnp.int32),
-                steps_B=jnp.zeros(shape_BxL[:1], jnp.int32))
+                order_BxL=jnp.full(shape_BxL, -1, jnp.int32), steps_B=zeros_B,
+                block_B=zeros_B, sub_B=zeros_B, nfe_B=zeros_B,
+                stale_B=jnp.ones(shape_BxL[:1], bool), logits_BxLxV=logits0)
   final = jax.lax.while_loop(cond, body, init)
-  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B)
+  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B,
+                      nfe=final.nfe_B)
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
-           "gumbel", "temperature", "remask", "gumbel_schedule", "score_space")
+           "gumbel", "temperature", "remask", "gumbel_schedule", "score_space",
+           "threshold", "factor", "entropy_budget", "block_length", "top_k", "top_p")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -388,7 +736,10 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            schedule: str | schedules.Schedule = "linear",
            k_mode: str = "deterministic", gumbel: float = 0.0,
            temperature: float = 0.0, remask: bool = False,
-           gumbel_schedule: str = "constant", score_space: str = "prob") -> SampleOutput:
+           gumbel_schedule: str = "constant", score_space: str = "prob",
+           threshold: float | None = None, factor: float | None = None,
+           entropy_budget: float | None = None, block_length: int = 0,
+           top_k: int = 0, top_p: float = 1.0) -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -400,10 +751,19 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     mask_id: the MASK token id (< V). Its logit is ignored.
     strategy: 'vanilla', 'random', 'top_prob', 'margin' or 'entropy'.
     num_steps: T, the number of reverse steps at most (the loop ends when no row
-      has a MASK left).
+      has a MASK left); for adaptive k_modes a budget (the last step fixes all).
     schedule: schedule name or `schedules.Schedule` giving alpha(t).
     k_mode: 'deterministic' (K = round(m p), at least 1) or 'binomial'
-      (K ~ Binomial(m, p)); not used by 'vanilla'.
+      (K ~ Binomial(m, p)); not used by 'vanilla'. Adaptive (see the module
+      docstring; not with 'vanilla'): 'threshold', 'factor', 'entropy_bounded'.
+    threshold: tau in (0, 1] of k_mode 'threshold' (None: DEFAULT_THRESHOLD).
+    factor: f > 0 of k_mode 'factor' (None: DEFAULT_FACTOR).
+    entropy_budget: gamma >= 0 of k_mode 'entropy_bounded' (None:
+      DEFAULT_ENTROPY_BUDGET). Each of these three must stay None with another
+      k_mode.
+    block_length: 0, or semi-autoregressive decoding in blocks of this many
+      positions (it must divide L, and L / block_length must divide num_steps; see
+      the module docstring).
     gumbel: coefficient of the Gumbel noise added to the ordering score (the
       paper states 0.5 on puzzles); not used by 'vanilla'.
     gumbel_schedule: 'constant' (the coefficient at every step) or 'annealed'
@@ -411,21 +771,31 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
     score_space: 'prob' ranks the score itself, 'log' its logarithm (the order
       is the same without noise; the noise acts differently).
     temperature: 0 writes the argmax; > 0 samples from softmax(logits / temperature).
+    top_k: with temperature > 0, sample among the k most likely tokens only (0 = all).
+    top_p: with temperature > 0, then sample within the nucleus: the fewest most
+      likely tokens whose (tempered, top-k) probability reaches top_p (1 = all).
     remask: re-predict all generated positions each step and keep only the
       best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
 
   Returns:
-    SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B]).
+    SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B], nfe
+    int32[B]).
   """
   schedule = _check_options(mask_id=mask_id, strategy=strategy, num_steps=num_steps,
                             schedule=schedule, k_mode=k_mode, gumbel=gumbel,
                             temperature=temperature, remask=remask,
-                            gumbel_schedule=gumbel_schedule, score_space=score_space)
+                            gumbel_schedule=gumbel_schedule, score_space=score_space,
+                            threshold=threshold, factor=factor,
+                            entropy_budget=entropy_budget, block_length=block_length,
+                            top_k=top_k, top_p=top_p)
+  adaptive = _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
+                               factor=factor, entropy_budget=entropy_budget)
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
   _check_tokens(tokens_BxL)
   _check_key(key)
   _check_has_mask(tokens_BxL, mask_id)
+  _check_blocks(int(block_length), tokens_BxL.shape[1], int(num_steps))
   try:  # compiled once per logits_fn object (a static argument must be hashable)
     hash(logits_fn)
     run = _sample_jit
@@ -434,19 +804,28 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
   return run(logits_fn, tokens_BxL, key, mask_id=int(mask_id), strategy=strategy,
              num_steps=int(num_steps), schedule=schedule, k_mode=k_mode,
              gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
-             gumbel_schedule=gumbel_schedule, score_space=score_space)
+             gumbel_schedule=gumbel_schedule, score_space=score_space,
+             block_length=int(block_length), top_k=int(top_k), top_p=float(top_p),
+             **adaptive)
 
 
 # Options of `sample` that a config's `sampler` section sets, with their defaults.
 CONFIG_OPTIONS: dict[str, Any] = dict(
     num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
-    gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False)
+    gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False,
+    threshold=DEFAULT_THRESHOLD, factor=DEFAULT_FACTOR,
+    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0, top_k=0, top_p=1.0)
 
 
 def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
   """`sample` keyword arguments from a config's `sampler` section (a ConfigDict or
   a dict, e.g. an older run's saved config); missing fields take CONFIG_OPTIONS'
-  defaults, `overrides` that are not None replace fields."""
+  defaults, `overrides` that are not None replace fields.
+
+  The option of an adaptive k_mode ('threshold', 'factor', 'entropy_budget') is
+  None unless the resulting k_mode is its own: a config holds all three, but
+  `sample` accepts only the one its k_mode reads. An override given for another
+  k_mode is kept, so that `sample` rejects it."""
   options = {}
   for name, default in CONFIG_OPTIONS.items():
     value = None
@@ -458,11 +837,30 @@ def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, An
     if overrides.get(name) is not None:
       value = overrides[name]
     options[name] = type(default)(default if value is None else value)
+  for mode, name in ADAPTIVE_K_MODES.items():
+    if options["k_mode"] != mode and overrides.get(name) is None:
+      options[name] = None
   unknown = set(overrides) - set(CONFIG_OPTIONS)
   if unknown:
     raise ValueError(f"unknown sampler options {sorted(unknown)}; valid: "
                      f"{', '.join(CONFIG_OPTIONS)}")
   return options
+
+
+def strategy_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+  """`options` (e.g. from `config_options`) as `strategy` takes them: 'vanilla' fixes
+  each position independently, so it drops remask and an adaptive k_mode (and that
+  k_mode's option); other strategies take them unchanged. For tables that run one
+  configured sampler with several strategies, vanilla included."""
+  opts = dict(options)
+  if strategy == "vanilla":
+    opts["remask"] = False
+    if opts.get("k_mode") in ADAPTIVE_K_MODES:
+      opts["k_mode"] = "deterministic"
+    for name in ADAPTIVE_K_MODES.values():
+      if name in opts:
+        opts[name] = None
+  return opts
 
 
 def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
@@ -471,6 +869,10 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
 
   `apply_fn(params, tokens_BxL) -> logits_BxLxV`; `options` are `sample`'s keyword
   arguments (mask_id is required). Options are checked here, inputs on each call.
+  With a `models.Transformer` (train=False), each forward on CPU runs in
+  cache-sized batch chunks by default (TransformerConfig.batch_chunk = AUTO_CHUNK,
+  `transformer.inference_batch_chunk`; 2x faster for the 6M preset at batch 256);
+  an explicit batch_chunk (0 = off) overrides it.
   """
   if not callable(apply_fn):
     raise ValueError(f"apply_fn must be callable, got {type(apply_fn).__name__}")
@@ -482,12 +884,17 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
                      f"{', '.join(_STATIC[1:])}")
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
               k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
-              gumbel_schedule="constant", score_space="prob")
+              gumbel_schedule="constant", score_space="prob", threshold=None,
+              factor=None, entropy_budget=None, block_length=0, top_k=0, top_p=1.0)
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
+  opts.update(_adaptive_options(strategy=opts["strategy"], k_mode=opts["k_mode"],
+                                threshold=opts["threshold"], factor=opts["factor"],
+                                entropy_budget=opts["entropy_budget"]))
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
               gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
-              remask=bool(opts["remask"]))
+              remask=bool(opts["remask"]), block_length=int(opts["block_length"]),
+              top_k=int(opts["top_k"]), top_p=float(opts["top_p"]))
 
   @jax.jit
   def run(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:
@@ -497,6 +904,7 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
     _check_tokens(tokens_BxL)
     _check_key(key)
     _check_has_mask(tokens_BxL, opts["mask_id"])
+    _check_blocks(opts["block_length"], tokens_BxL.shape[1], opts["num_steps"])
     return run(params, tokens_BxL, key)
 
   return sampler
@@ -535,6 +943,11 @@ def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
   """
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  _check_prompt(tokens_BxL, prompt_len_B)
+  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)
+
+
+def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
   _check_tokens(tokens_BxL)
   shape = getattr(prompt_len_B, "shape", None)
   dtype = getattr(prompt_len_B, "dtype", None)
@@ -548,4 +961,59 @@ def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
     if lengths.min() < 1 or lengths.max() > tokens_BxL.shape[1]:
       raise ValueError(f"prompt_len_B must lie in [1, {tokens_BxL.shape[1]}] (at least one "
                        f"prompt token), got values in [{lengths.min()}, {lengths.max()}]")
-  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)
+
+
+def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
+                    prompt_len_B: jax.Array) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  length = tokens_BxL.shape[1]
+  iota_L = jnp.arange(length)
+  # Positions < min(prompt_len) are final in every row: their keys and values come
+  # from one causal pass over the whole (partly blank) sequence; later slots are
+  # rewritten one by one below before anything attends to them.
+  cache = kv_cache.prefill(config, params, tokens_BxL)
+
+  def body(pos: jax.Array, carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    tokens_BxL, cache = carry
+    prev_B = jax.lax.dynamic_index_in_dim(tokens_BxL, pos - 1, axis=1, keepdims=False)
+    logits_BxV, cache = kv_cache.decode_step(config, params, cache, prev_B, pos - 1)
+    next_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    write_BxL = (iota_L == pos) & (pos >= prompt_len_B)[:, None]  # else: the prompt's
+    return jnp.where(write_BxL, next_B[:, None], tokens_BxL), cache
+
+  start = jnp.maximum(jnp.min(prompt_len_B), 1)
+  return jax.lax.fori_loop(start, length, body, (tokens_BxL, cache))[0]
+
+
+_ar_cached_jit = jax.jit(_ar_cached_loop, static_argnames=("config",))
+
+
+def ar_greedy_cached(model: Any, params: Any, tokens_BxL: jax.Array,
+                     prompt_len_B: jax.Array) -> jax.Array:
+  """`ar_greedy` for a causal `models.Transformer`, with a key/value cache; traceable.
+
+  The same decoding, token for token (tests/test_sampling.py), in one
+  lax.fori_loop: one causal pass fills the cache (`models.kv_cache.prefill`), then
+  each position costs one single-token step (`kv_cache.decode_step`) instead of a
+  full forward pass. Rows may have different prompt lengths: the loop starts after
+  the shortest prompt, and a row whose prompt is longer feeds its own prompt token
+  (positions < prompt_len_B[b] are never rewritten).
+
+  Args:
+    model: a causal `models.Transformer`, or its TransformerConfig.
+    params: its parameters, as `model.apply({'params': params}, ...)` takes them
+      (the {'params': ...} wrapper is accepted too).
+    tokens_BxL: int32[B, L], L <= config.seq_len; positions >= prompt_len_B[b] are
+      overwritten (their input values are never used).
+    prompt_len_B: int[B] in [1, L].
+
+  Returns int32[B, L].
+  """
+  config = kv_cache.check_config(model)
+  kv_cache.network_params(params)
+  _check_prompt(tokens_BxL, prompt_len_B)
+  if tokens_BxL.shape[1] > config.seq_len:
+    raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
+                     f"seq_len={config.seq_len}")
+  return _ar_cached_jit(config, params, tokens_BxL, prompt_len_B)

@@ -362,7 +362,7 @@ def _solve(argv: Sequence[str]) -> int:
   from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
   sampler_cfg = saved.get("sampler", {}) or {}
   options = sampling.config_options(sampler_cfg, num_steps=args.steps, gumbel=args.gumbel,
-                                    temperature=0.0, remask=False)
+                                    temperature=0.0, top_k=0, top_p=1.0, remask=False)
   grids = np.stack([g for _, g in puzzles])
   blank = grids == 0
   answers, order, tries = solve_with_retries(

@@ -486,8 +486,8 @@ class _SolveRate:
       iota = np.arange(enc["tokens"].shape[1])
       tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
       self.inputs = {"tokens": tokens[lo:hi], "prompt_len": plen[lo:hi]}
-      self.greedy = jax.jit(lambda params, tokens, plen: sampling.ar_greedy(
-          functools.partial(apply, params), tokens, plen))
+      self.greedy = jax.jit(lambda params, tokens, plen: sampling.ar_greedy_cached(
+          run.model, params, tokens, plen))  # = ar_greedy, with a key/value cache
 
   def __call__(self, params: Any, key: jax.Array) -> float:
     batch = sharding.global_batch(self.inputs, self.run.mesh)
@@ -743,15 +743,15 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
     prompt = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
     for strategy in config.sampler.strategies:
       sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
-                                      **sampling.config_options(config.sampler))
+                                      **sampling.strategy_options(
+                                          strategy, sampling.config_options(config.sampler)))
       results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
   elif saved.objective == "arm":
     enc = task.arm_encode(examples, saved.data.ordering, np.random.default_rng(0))
     plen = np.asarray(enc["prompt_len"], np.int32)
     iota = np.arange(enc["tokens"].shape[1])
     tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
-    out = sampling.ar_greedy(functools.partial(apply, params), jnp.asarray(tokens),
-                             jnp.asarray(plen))
+    out = sampling.ar_greedy_cached(model, params, jnp.asarray(tokens), jnp.asarray(plen))
     results["greedy"] = task.arm_decode(examples, np.asarray(out))
   else:
     raise ValueError("--mode=sample needs an 'mdm' or 'arm' model; pi-learners only "

@@ -86,6 +86,7 @@ def test_oracle_solves_every_puzzle_with_every_strategy(puzzles):
     assert np.all(r.order_NxL < 10)
     np.testing.assert_array_equal(r.steps_N, r.order_NxL.max(axis=1) + 1)
     assert r.mean_steps == pytest.approx(np.mean(r.order_NxL.max(axis=1) + 1))
+    assert 1.0 <= r.mean_nfe <= r.mean_steps and r.summary()["mean_nfe"] == r.mean_nfe
     assert r.puzzles_per_sec > 0
 
 
@@ -346,8 +347,12 @@ def test_markdown_table_layout():
           dict(method="MDM top prob margin", num_params=6_300_000, solved=0.8949,
                cell_accuracy=0.99, mean_steps=50.0, puzzles_per_sec=float("inf"),
                num_puzzles=100, consistent_frac=0.9376)]
+  rows[1]["mean_nfe"] = 31.25
   md = ev.markdown_table(rows).splitlines()
   assert md[0].startswith("| Method | # Param | Accuracy | Consistent obs. |")
+  assert "| Mean steps | Mean NFE | Puzzles/s |" in md[0]
+  assert md[3].endswith("| 50.0 | 31.2 | n/a | 100 |")
+  assert md[2].endswith("| 150.0 | n/a | 12.5 | 100 |")  # older results: no NFE
   assert md[2].startswith("| ARM (with ordering) | 42.1M | 87.18% | n/a |")
   assert md[3].startswith("| MDM top prob margin | 6.3M | 89.49% | 93.76% | 99.00% | 50.0 |")
   assert ev.method_label("mdm", "margin") == "MDM top prob margin"

@@ -174,6 +174,18 @@ def test_config_options_defaults_and_overrides():
   assert set(opts) == set(sampling.CONFIG_OPTIONS)
   with pytest.raises(ValueError, match="unknown sampler options"):
     sampling.config_options({}, steps=3)
+  # A config holds every adaptive option; only its k_mode's own one is passed on.
+  config = dict(sampling.CONFIG_OPTIONS, k_mode="factor", factor=2.0)
+  opts = sampling.config_options(config)
+  assert opts["factor"] == 2.0 and opts["threshold"] is None
+  assert opts["entropy_budget"] is None
+  assert sampling.config_options({})["threshold"] is None
+  assert sampling.config_options({"k_mode": "threshold"})["threshold"] == 0.9
+  sampling.make_sampler(lambda p, t: t, mask_id=4, **opts)  # accepted
+  # ... but an explicit override for another k_mode is kept, and then rejected.
+  opts = sampling.config_options(config, threshold=0.5)
+  with pytest.raises(ValueError, match="only used by k_mode='threshold'"):
+    sampling.make_sampler(lambda p, t: t, mask_id=4, **opts)
 
 
 @pytest.mark.parametrize("length", [20, 300])  # pairwise ranks / sorted ranks
@@ -202,9 +214,13 @@ def test_select_top_is_exact_with_ties_and_infinite_scores(length):
   np.testing.assert_array_equal(compiled(*args), got)
 
 
-@pytest.mark.parametrize("strategy,remask", [(s, False) for s in sampling.STRATEGIES] +
-                         [(s, True) for s in ORDERED])  # vanilla has no remask variant
-def test_givens_kept_and_no_mask_left(strategy, remask):
+@pytest.mark.parametrize("strategy,remask,k_mode", [
+    (s, False, "deterministic") for s in sampling.STRATEGIES] + [
+    (s, True, "deterministic") for s in ORDERED] + [  # vanilla has no remask variant
+    ("margin", False, "threshold"), ("top_prob", True, "threshold"),
+    ("random", False, "factor"), ("margin", True, "factor"),
+    ("entropy", False, "entropy_bounded"), ("margin", True, "entropy_bounded")])
+def test_givens_kept_and_no_mask_left(strategy, remask, k_mode):
   length, vocab, mask_id = 20, 7, 6
   rng = np.random.default_rng(2)
   tokens = rng.integers(0, 6, size=(4, length)).astype(np.int32)
@@ -218,7 +234,7 @@ def test_givens_kept_and_no_mask_left(strategy, remask):
 
   out = sampling.sample(logits_fn, tokens, jax.random.key(5), mask_id=mask_id,
                         strategy=strategy, num_steps=8, gumbel=0.5, temperature=1.0,
-                        remask=remask)
+                        remask=remask, k_mode=k_mode)
   got = np.asarray(out.tokens)
   np.testing.assert_array_equal(got[~masked], tokens[~masked])
   assert not np.any(got == mask_id)
@@ -336,6 +352,12 @@ def _mixing_fn(length, vocab, seed):
     dict(strategy="margin", gumbel=0.5, temperature=1.0),
     dict(strategy="vanilla", temperature=0.7),
     dict(strategy="entropy", remask=True, gumbel=0.5, k_mode="binomial"),
+    dict(strategy="margin", k_mode="threshold", threshold=0.5, temperature=1.0),
+    dict(strategy="top_prob", k_mode="factor", factor=0.8, gumbel=0.5),
+    dict(strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.3, remask=True),
+    dict(strategy="margin", block_length=4, gumbel=0.5, remask=True),
+    dict(strategy="top_prob", block_length=6, k_mode="threshold", threshold=0.3),
+    dict(strategy="random", temperature=1.0, top_k=3, top_p=0.9),
 ])
 def test_sharded_batch_matches_single_device(options):
   devices = jax.devices()
@@ -452,6 +474,29 @@ def test_bad_inputs_raise_value_error():
       (dict(key=np.zeros(3, np.uint32)), "key"),
       (dict(gumbel_schedule="linear"), "gumbel_schedule"),
       (dict(score_space="logit"), "score_space"),
+      (dict(k_mode="threshold", threshold=0.0), "threshold"),
+      (dict(k_mode="threshold", threshold=1.5), "threshold"),
+      (dict(k_mode="threshold", threshold=float("nan")), "threshold"),
+      (dict(k_mode="factor", factor=0.0), "factor"),
+      (dict(k_mode="factor", factor=-1.0), "factor"),
+      (dict(k_mode="entropy_bounded", entropy_budget=-0.1), "entropy_budget"),
+      (dict(k_mode="entropy_bounded", entropy_budget="0.1"), "entropy_budget"),
+      (dict(threshold=0.9), "only used by k_mode='threshold'"),
+      (dict(k_mode="factor", threshold=0.9), "only used by k_mode='threshold'"),
+      (dict(k_mode="threshold", factor=1.0), "only used by k_mode='factor'"),
+      (dict(k_mode="binomial", entropy_budget=0.1), "only used by k_mode='entropy_bounded'"),
+      (dict(strategy="vanilla", k_mode="threshold"), "ordering strategy"),
+      (dict(block_length=3), "does not divide the sequence length 4"),
+      (dict(block_length=8), "does not divide"),
+      (dict(block_length=-2), "block_length"),
+      (dict(block_length=2.0), "block_length"),
+      (dict(block_length=1, num_steps=6), "multiple of the number of blocks 4"),
+      (dict(top_k=-1, temperature=1.0), "top_k"),
+      (dict(top_k=2.0, temperature=1.0), "top_k"),
+      (dict(top_p=0.0, temperature=1.0), "top_p"),
+      (dict(top_p=1.5, temperature=1.0), "top_p"),
+      (dict(top_k=3), "need temperature > 0"),
+      (dict(top_p=0.9), "need temperature > 0"),
   ]
   for overrides, pattern in cases:
     args = dict(tokens=tokens, key=key, mask_id=4, strategy="margin", num_steps=4)
@@ -467,6 +512,14 @@ def test_bad_inputs_raise_value_error():
     sampling.make_sampler(lambda p, t: fn(t), mask_id=4, steps=3)
   with pytest.raises(ValueError, match="mask_id"):
     sampling.make_sampler(lambda p, t: fn(t), strategy="margin")
+  with pytest.raises(ValueError, match="only used by k_mode='factor'"):
+    sampling.make_sampler(lambda p, t: fn(t), mask_id=4, factor=2.0)
+  with pytest.raises(ValueError, match="threshold"):
+    sampling.make_sampler(lambda p, t: fn(t), mask_id=4, k_mode="threshold", threshold=2)
+  blocked = sampling.make_sampler(lambda p, t: fn(t), mask_id=4, num_steps=4,
+                                  block_length=3)
+  with pytest.raises(ValueError, match="does not divide"):
+    blocked(None, tokens, key)
   sampler = sampling.make_sampler(lambda p, t: fn(t), mask_id=4)
   with pytest.raises(ValueError, match="no MASK"):
     sampler(None, np.zeros((2, 4), np.int32), key)
@@ -476,3 +529,443 @@ def test_bad_inputs_raise_value_error():
     sampling.ar_greedy(fn, tokens, np.array([2], np.int32))
   with pytest.raises(ValueError, match="schedule"):
     sampling.sample(fn, tokens, key, mask_id=4, schedule=schedules.Schedule)
+
+
+# ----------------------------------------------------------------------------------
+# Adaptive k_modes: threshold, factor, entropy_bounded.
+
+
+def _np_probs(logits_xV, mask_id):
+  logits = np.asarray(logits_xV, np.float64).copy()
+  logits[..., mask_id] = -np.inf
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  return p / p.sum(-1, keepdims=True)
+
+
+def _np_strategy_score(p_xV, strategy):
+  top2 = -np.sort(-p_xV, axis=-1)[..., :2]
+  if strategy == "top_prob":
+    return top2[..., 0]
+  if strategy == "margin":
+    return top2[..., 0] - top2[..., 1]
+  if strategy == "entropy":
+    return np.sum(np.where(p_xV > 0, p_xV * np.log(np.where(p_xV > 0, p_xV, 1)), 0), -1)
+  raise ValueError(strategy)
+
+
+def _simulate_adaptive(p_LxV, masked_L, *, strategy, k_mode, value, num_steps):
+  """Reference decode of one row under input-independent logits (argmax values)."""
+  conf = p_LxV.max(-1)
+  ent = -np.sum(np.where(p_LxV > 0, p_LxV * np.log(np.where(p_LxV > 0, p_LxV, 1)), 0), -1)
+  score = _np_strategy_score(p_LxV, strategy)
+  masked = masked_L.copy()
+  order = np.full(masked.shape, -1)
+  for step in range(num_steps):
+    cand = np.flatnonzero(masked)
+    if cand.size == 0:
+      break
+    by_score = cand[np.lexsort((cand, -score[cand]))]
+    if k_mode == "threshold":
+      sel = cand[conf[cand] >= value]
+    elif k_mode == "factor":
+      by_conf = cand[np.lexsort((cand, -conf[cand]))]
+      n = np.arange(1, by_conf.size + 1)
+      sel = by_conf[(n + 1) * (1 - conf[by_conf]) < value]
+    else:
+      e = ent[by_score]
+      sel = by_score[np.cumsum(e) - np.maximum.accumulate(e) <= value]
+    if sel.size == 0:
+      sel = by_score[:1]
+    if step == num_steps - 1:
+      sel = cand
+    order[sel] = step
+    masked[sel] = False
+  return order
+
+
+def _table_fn(logits_BxLxV):
+  table = jnp.asarray(logits_BxLxV, jnp.float32)
+  return lambda tokens_BxL: table
+
+
+@pytest.mark.parametrize("strategy", ["top_prob", "margin", "entropy"])
+@pytest.mark.parametrize("k_mode,value", [("threshold", 0.6), ("threshold", 0.97),
+                                          ("factor", 1.0), ("factor", 0.3),
+                                          ("entropy_bounded", 0.5),
+                                          ("entropy_bounded", 0.0)])
+def test_adaptive_k_modes_fix_the_positions_their_rule_defines(strategy, k_mode, value):
+  batch, length, vocab, mask_id, num_steps = 6, 24, 6, 5, 30
+  rng = np.random.default_rng(12)
+  logits = rng.normal(size=(batch, length, vocab)) * rng.uniform(0.2, 4.0, (batch, length, 1))
+  logits[..., mask_id] = 30.0  # ignored
+  tokens = rng.integers(0, 5, size=(batch, length)).astype(np.int32)
+  masked = rng.random((batch, length)) < 0.75
+  masked[0] = True
+  tokens[masked] = mask_id
+  option = sampling.ADAPTIVE_K_MODES[k_mode]
+  out = sampling.sample(_table_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy=strategy, num_steps=num_steps, k_mode=k_mode,
+                        **{option: value})
+  p = _np_probs(logits, mask_id)
+  for b in range(batch):
+    want = _simulate_adaptive(p[b], masked[b], strategy=strategy, k_mode=k_mode,
+                              value=value, num_steps=num_steps)
+    np.testing.assert_array_equal(out.order[b], want, err_msg=f"row {b}")
+    assert out.steps[b] == want.max() + 1
+  np.testing.assert_array_equal(out.tokens, np.where(masked, p.argmax(-1), tokens))
+
+
+def test_threshold_ties_fallback_and_last_step():
+  """tau = 0.5: a 50/50 position (p exactly 0.5) is fixed; positions below tau are
+  fixed one per step, best strategy score first; the last step fixes all that is
+  left."""
+  mask_id = 3
+  probs = np.array([[0.5, 0.5, 0.0],  # conf 0.5 = tau: fixed at step 0
+                    [0.9, 0.1, 0.0],  # fixed at step 0
+                    [0.4, 0.3, 0.3],  # below: top 0.40, margin 0.10
+                    [0.45, 0.45, 0.1],  # below: top 0.45, margin 0.00
+                    [0.42, 0.3, 0.28]])  # below: top 0.42, margin 0.12
+  logits = np.concatenate([np.log(probs + 1e-30), np.zeros((5, 1))], -1)
+  logits[0, :2] = 0.0  # exactly 0.5 each
+  tokens = np.full((1, 5), mask_id, np.int32)
+  run = lambda **kw: np.asarray(sampling.sample(  # noqa: E731
+      _fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id, k_mode="threshold",
+      **kw).order[0])
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.5, num_steps=10),
+                                [0, 0, 3, 1, 2])
+  np.testing.assert_array_equal(run(strategy="margin", threshold=0.5, num_steps=10),
+                                [0, 0, 2, 3, 1])
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.5, num_steps=2),
+                                [0, 0, 1, 1, 1])
+  # None qualifies at tau = 0.95: exactly one (the best score) per step.
+  np.testing.assert_array_equal(run(strategy="top_prob", threshold=0.95, num_steps=10),
+                                [1, 0, 4, 2, 3])
+
+
+def test_factor_rule_with_tied_confidences():
+  """c = 0.9, 0.75, 0.75, 0.6 with f = 0.9: n = 1: 2 x 0.1 = 0.2 < f; n = 2: 3 x 0.25
+  = 0.75 < f; n = 3: 4 x 0.25 = 1.0 >= f. So two: 0.9 and the first 0.75 (the tie goes
+  to the lower position), whatever the strategy's order."""
+  mask_id = 2
+  conf = np.array([0.6, 0.75, 0.9, 0.75])
+  logits = np.stack([np.log(conf), np.log(1 - conf), np.zeros(4)], -1)
+  tokens = np.full((1, 4), mask_id, np.int32)
+  for strategy in ("top_prob", "margin", "random"):
+    out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                          strategy=strategy, k_mode="factor", factor=0.9, num_steps=10)
+    assert list(np.flatnonzero(np.asarray(out.order[0]) == 0)) == [1, 2], strategy
+  # A large factor fixes everything at once; a tiny one one position per step.
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                        strategy="margin", k_mode="factor", factor=100.0)
+  np.testing.assert_array_equal(out.order[0], [0, 0, 0, 0])
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(1), mask_id=mask_id,
+                        strategy="top_prob", k_mode="factor", factor=1e-3)
+  np.testing.assert_array_equal(out.order[0], [3, 1, 0, 2])
+
+
+def test_entropy_bounded_prefix_in_strategy_order():
+  """Entropies (nats) H = [0.1, 0.2, 0.3, 0.65] ordered by -entropy: prefix sums
+  minus max: 0, 0.1, 0.3, 0.6. gamma = 0.35 fixes three; gamma = 0 one per step."""
+  mask_id = 2
+
+  def two_way(h):  # p with binary entropy h (nats)
+    from scipy.optimize import brentq  # pylint: disable=g-import-not-at-top
+    q = brentq(lambda q: -q * np.log(q) - (1 - q) * np.log(1 - q) - h, 1e-12, 0.5)
+    return np.log([1 - q, q])
+
+  ent = np.array([0.3, 0.1, 0.65, 0.2])
+  logits = np.stack([np.append(two_way(h), 0.0) for h in ent])
+  tokens = np.full((1, 4), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.35,
+                        num_steps=10)
+  np.testing.assert_array_equal(out.order[0], [0, 0, 1, 0])
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=mask_id,
+                        strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.0,
+                        num_steps=10)
+  np.testing.assert_array_equal(out.order[0], [2, 0, 3, 1])
+
+
+@pytest.mark.parametrize("length", [20, 300])  # pairwise / sorted prefixes
+def test_prefix_sum_max_matches_numpy(length):
+  rng = np.random.default_rng(3)
+  batch = 16
+  key = rng.integers(0, 6, size=(batch, length)).astype(np.float32)  # ties
+  key[rng.random((batch, length)) < 0.2] = np.inf
+  values = rng.random((batch, length)).astype(np.float32)
+  total, most = jax.jit(sampling._prefix_sum_max)(key, values)  # pylint: disable=protected-access
+  for b in range(batch):
+    perm = np.lexsort((np.arange(length), key[b]))
+    want_total, want_most = np.empty(length), np.empty(length)
+    want_total[perm] = np.cumsum(values[b, perm])
+    want_most[perm] = np.maximum.accumulate(values[b, perm])
+    np.testing.assert_allclose(total[b], want_total, rtol=1e-5)
+    np.testing.assert_array_equal(most[b], want_most)
+
+
+def test_threshold_uses_the_written_value_probability():
+  """With temperature 1 a position whose p is (0.7, 0.3) is fixed at the first step
+  (tau = 0.6) exactly when the sampled value is the likely one."""
+  rows, mask_id = 2000, 2
+  logits = np.array([[np.log(0.7), np.log(0.3), 0.0],
+                     [np.log(0.99), np.log(0.01), 0.0]])  # always qualifies
+  tokens = np.full((rows, 2), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(4), mask_id=mask_id,
+                        strategy="top_prob", k_mode="threshold", threshold=0.6,
+                        num_steps=5, temperature=1.0)
+  order, values = np.asarray(out.order), np.asarray(out.tokens)
+  at_first = order[:, 0] == 0  # by the rule only (a fallback would take position 1)
+  assert np.all(values[at_first, 0] == 0)
+  assert abs(at_first.mean() - 0.7) < 0.04  # P(the first draw is the likely value)
+
+
+def test_strategy_options_for_vanilla():
+  opts = sampling.config_options({"k_mode": "threshold", "remask": True})
+  van = sampling.strategy_options("vanilla", opts)
+  assert van["k_mode"] == "deterministic" and van["threshold"] is None and not van["remask"]
+  assert sampling.strategy_options("margin", opts) == opts
+  sampling.make_sampler(lambda p, t: t, mask_id=4, strategy="vanilla", **van)
+
+
+# ----------------------------------------------------------------------------------
+# Semi-autoregressive blocks.
+
+
+@pytest.mark.parametrize("strategy,k_mode", [("top_prob", "deterministic"),
+                                             ("margin", "binomial"),
+                                             ("vanilla", "deterministic"),
+                                             ("entropy", "threshold"),
+                                             ("margin", "entropy_bounded")])
+def test_blocks_decode_left_to_right_with_a_schedule_per_block(strategy, k_mode):
+  batch, length, block, mask_id, num_steps = 5, 12, 4, 3, 6  # 3 blocks x 2 steps
+  rng = np.random.default_rng(8)
+  # Later positions are far more confident: without blocks they would go first.
+  logits = rng.normal(size=(length, 4)) + np.linspace(0, 8, length)[:, None] * np.eye(4)[0]
+  tokens = rng.integers(0, 3, size=(batch, length)).astype(np.int32)
+  masked = rng.random((batch, length)) < 0.6
+  masked[0] = True
+  masked[1, 4:8] = False  # block 1 all given: skipped
+  tokens[masked] = mask_id
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(2), mask_id=mask_id,
+                        strategy=strategy, k_mode=k_mode, num_steps=num_steps,
+                        block_length=block)
+  order = np.asarray(out.order)
+  assert not np.any(np.asarray(out.tokens) == mask_id)
+  for b in range(batch):
+    blocks = [order[b, j * block:(j + 1) * block][masked[b, j * block:(j + 1) * block]]
+              for j in range(length // block)]
+    blocks = [o for o in blocks if o.size]
+    for earlier, later in zip(blocks, blocks[1:]):
+      assert earlier.max() < later.min(), (b, order[b])  # a block at a time
+    for o in blocks:  # at most S = 2 steps per block, consecutive
+      assert o.max() - o.min() <= 1, (b, order[b])
+    assert out.steps[b] == order[b].max() + 1
+  if k_mode == "deterministic" and strategy != "vanilla":
+    # K schedule within each block: m masks -> round(m / 2) (>= 1), then the rest.
+    for b in range(batch):
+      for j in range(length // block):
+        o = order[b, j * block:(j + 1) * block][masked[b, j * block:(j + 1) * block]]
+        if o.size:
+          counts = np.bincount(o - o.min(), minlength=2)
+          np.testing.assert_array_equal(counts, _expected_counts(o.size, 2))
+
+
+def test_block_length_equal_to_length_is_no_blocks():
+  length, mask_id = 12, 5
+  logits_fn = _mixing_fn(length, 6, 1)
+  rng = np.random.default_rng(3)
+  tokens = rng.integers(0, 5, size=(4, length)).astype(np.int32)
+  tokens[rng.random((4, length)) < 0.7] = mask_id
+  kwargs = dict(mask_id=mask_id, strategy="margin", num_steps=5, gumbel=0.5,
+                gumbel_schedule="annealed", temperature=1.0, remask=True)
+  a = sampling.sample(logits_fn, tokens, jax.random.key(1), **kwargs)
+  b = sampling.sample(logits_fn, tokens, jax.random.key(1), block_length=length, **kwargs)
+  for name in ("tokens", "order", "steps"):
+    np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_blocks_with_remask_stay_in_the_block():
+  tokens = np.full((2, 6), 3, np.int32)
+  logits = np.tile(np.array([[0.0, 2.0, 1.0, 0.0]]), (6, 1))
+  out = sampling.sample(_fixed_fn(logits), tokens, jax.random.key(0), mask_id=3,
+                        strategy="top_prob", num_steps=6, block_length=2, remask=True)
+  np.testing.assert_array_equal(out.order, [[0, 1, 2, 3, 4, 5]] * 2)
+  np.testing.assert_array_equal(out.tokens, np.ones((2, 6)))
+
+
+# ----------------------------------------------------------------------------------
+# Reused logits after steps that fix nothing; SampleOutput.nfe.
+
+
+@pytest.mark.parametrize("strategy,k_mode,block_length", [
+    ("vanilla", "deterministic", 0), ("margin", "binomial", 0),
+    ("vanilla", "deterministic", 4), ("top_prob", "binomial", 4)])
+def test_forwards_after_steps_that_fix_nothing_are_skipped(strategy, k_mode, block_length):
+  batch, length, mask_id, num_steps = 4, 8, 3, 40  # p_i = 1 / (40 - i): mostly nothing
+  calls = []
+  table = _mixing_fn(length, 4, 2)
+
+  def logits_fn(tokens_BxL):
+    jax.debug.callback(lambda: calls.append(1))
+    return table(tokens_BxL)
+
+  rng = np.random.default_rng(5)
+  tokens = rng.integers(0, 3, size=(batch, length)).astype(np.int32)
+  tokens[rng.random((batch, length)) < 0.7] = mask_id
+  tokens[0] = mask_id
+  kwargs = dict(mask_id=mask_id, strategy=strategy, num_steps=num_steps, k_mode=k_mode,
+                temperature=1.0, block_length=block_length)
+  out = sampling.sample(logits_fn, tokens, jax.random.key(3), **kwargs)
+  jax.block_until_ready(out)
+  jax.effects_barrier()
+  order, steps, nfe = np.asarray(out.order), np.asarray(out.steps), np.asarray(out.nfe)
+  needed = set()  # global steps at which some row needed a forward
+  for b in range(batch):
+    # A forward at the row's first step and after each step that fixed something
+    # (the row's last step fixes its last MASK).
+    fixing = np.unique(order[b][order[b] >= 0])
+    assert nfe[b] == len(fixing), b
+    needed |= {0} | {i + 1 for i in fixing if i + 1 < steps[b]}
+  assert np.all(nfe <= steps) and np.any(nfe < steps)
+  assert len(calls) == len(needed) < steps.max()  # the model really was called less
+  # Same results as calling the model at every step.
+  full = sampling._sample_loop(  # pylint: disable=protected-access
+      table, jnp.asarray(tokens), jax.random.key(3), schedule=schedules.get_schedule(
+          "linear"), gumbel=0.0, remask=False, reuse_logits=False, **kwargs)
+  for name in ("tokens", "order", "steps"):
+    np.testing.assert_array_equal(getattr(out, name), getattr(full, name), err_msg=name)
+  np.testing.assert_array_equal(full.nfe, steps)
+
+
+@pytest.mark.parametrize("options", [dict(strategy="margin"),
+                                     dict(strategy="top_prob", k_mode="threshold"),
+                                     dict(strategy="entropy", remask=True)])
+def test_nfe_equals_steps_when_every_step_fixes(options):
+  tokens = np.full((3, 10), 3, np.int32)
+  tokens[1, :4] = 0
+  out = sampling.sample(_mixing_fn(10, 4, 0), tokens, jax.random.key(0), mask_id=3,
+                        num_steps=7, **options)
+  np.testing.assert_array_equal(out.nfe, out.steps)
+  assert out.nfe.dtype == jnp.int32 and out.nfe.shape == (3,)
+
+
+# ----------------------------------------------------------------------------------
+# Value sampling: top-k, top-p, float32 Gumbel noise.
+
+
+def _value_frequencies(logits_V, *, rows=64, length=1024, seed=8, **options):
+  """Frequencies of the written values over rows x length positions (one step)."""
+  vocab = len(logits_V) + 1  # + MASK
+  mask_id = vocab - 1
+  table = np.tile(np.append(np.asarray(logits_V, np.float64), 0.0), (length, 1))
+  tokens = np.full((rows, length), mask_id, np.int32)
+  out = sampling.sample(_fixed_fn(table), tokens, jax.random.key(seed), mask_id=mask_id,
+                        strategy="random", num_steps=1, **options)
+  got = np.asarray(out.tokens).ravel()
+  assert got.min() >= 0 and got.max() < mask_id  # never MASK, never out of range
+  return np.bincount(got, minlength=vocab)[:mask_id] / got.size, got.size
+
+
+def _assert_frequencies(freq, want, n, sds=5.0):
+  want = np.asarray(want, np.float64)
+  sd = np.sqrt(want * (1 - want) / n) + 1e-12
+  assert np.all(np.abs(freq - want) <= sds * sd + 1e-9), (freq, want)
+
+
+@pytest.mark.parametrize("options,want", [
+    (dict(top_k=2), [0, 0, 3 / 7, 4 / 7]),
+    (dict(top_p=0.5), [0, 0, 3 / 7, 4 / 7]),  # 0.4 + 0.3 reach 0.5
+    (dict(top_p=0.75), [0, 2 / 9, 3 / 9, 4 / 9]),  # 0.4 + 0.3 < 0.75: + 0.2
+    (dict(top_p=0.35), [0, 0, 0, 1]),  # 0.4 alone reaches it
+    (dict(top_k=3, top_p=0.7), [0, 0, 3 / 7, 4 / 7]),  # p after top-3: .44, .33, .22
+    (dict(top_k=1), [0, 0, 0, 1]),
+    (dict(top_k=9), [0.1, 0.2, 0.3, 0.4]),  # k >= V: all
+    (dict(top_p=1.0), [0.1, 0.2, 0.3, 0.4]),
+])
+def test_top_k_top_p_sampling_frequencies(options, want):
+  freq, n = _value_frequencies(np.log([0.1, 0.2, 0.3, 0.4]), rows=16, length=1024,
+                               temperature=1.0, **options)
+  _assert_frequencies(freq, want, n)
+
+
+def test_top_p_applies_to_the_tempered_distribution():
+  # temperature 0.5: p ~ p^2 = (1, 4, 9, 16) / 30; top_p 0.6: 16/30 < 0.6 -> + 9/30.
+  freq, n = _value_frequencies(np.log([0.1, 0.2, 0.3, 0.4]), rows=16, temperature=0.5,
+                               top_p=0.6)
+  _assert_frequencies(freq, [0, 0, 9 / 25, 16 / 25], n)
+
+
+@pytest.mark.parametrize("vocab", [7, 40])  # pairwise ranks / sorts over the vocabulary
+def test_truncate_keeps_exactly_the_top_k_and_the_nucleus(vocab):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, vocab)).astype(np.float32) * 2
+  logits[0, 0, :4] = 1.5  # ties: lower token ids first
+  logits[..., -1] = -np.inf  # a MASK column
+  for top_k, top_p in [(3, 1.0), (0, 0.8), (5, 0.5), (1, 0.99)]:
+    for pairwise_max in (0, 64):
+      got = np.asarray(sampling._truncate(  # pylint: disable=protected-access
+          jnp.asarray(logits), top_k=top_k, top_p=top_p, pairwise_max=pairwise_max))
+      for idx in np.ndindex(3, 5):
+        row = logits[idx].astype(np.float64)
+        order = np.lexsort((np.arange(vocab), -row))
+        keep = np.zeros(vocab, bool)
+        keep[order[:top_k or vocab]] = True
+        p = np.where(keep, np.exp(row - row.max()), 0.0)
+        p /= p.sum()
+        ahead = np.cumsum(p[order]) - p[order]
+        keep[order[ahead >= top_p]] = False
+        np.testing.assert_array_equal(np.isfinite(got[idx]), keep & np.isfinite(row),
+                                      err_msg=f"{idx} k={top_k} p={top_p}")
+        np.testing.assert_array_equal(got[idx][keep], row[keep].astype(np.float32))
+
+
+def test_gumbel_noise_is_finite_at_the_extreme_uniforms():
+  tiny = np.finfo(np.float32).tiny
+  u = jnp.asarray([tiny, 2.0 ** -23, 0.5, 1.0 - 2.0 ** -23], jnp.float32)
+  g = np.asarray(sampling._gumbel(u))  # pylint: disable=protected-access
+  assert np.all(np.isfinite(g))
+  np.testing.assert_allclose(g, [-np.log(-np.log(np.float64(tiny))), -np.log(23 * np.log(2)),
+                                 -np.log(np.log(2)), 15.942385], rtol=1e-5)
+  # The uniforms the loop draws never reach 1: 1 - u >= 2^-23, so -log u > 0.
+  draws = jax.random.uniform(jax.random.key(0), (1 << 22,), minval=tiny, maxval=1.0)
+  assert float(draws.max()) <= 1.0 - 2.0 ** -23 and float(draws.min()) >= tiny
+  noise = sampling._gumbel(draws)  # pylint: disable=protected-access
+  assert bool(jnp.all(jnp.isfinite(noise)))
+  # Quantiles of the standard Gumbel: P(G <= x) = exp(-exp(-x)).
+  for x in (-1.0, 0.0, 1.0, 3.0, 6.0):
+    emp = float(jnp.mean(noise <= x))
+    want = np.exp(-np.exp(-x))
+    assert abs(emp - want) < 5 * np.sqrt(want * (1 - want) / draws.size) + 1e-6, x
+
+
+@pytest.mark.parametrize("logits,temperature", [
+    ([0.0, -6.9, -6.9], 1.0),  # peaked: p ~ (0.998, 0.001, 0.001)
+    ([0.0, -10.0], 1.0),  # very peaked: p(1) = 4.5e-5 (the Gumbel upper tail)
+    ([0.0, -1.0], 0.1),  # low temperature: p(1) = e^-10 / (1 + e^-10)
+    (list(np.zeros(50)), 1.0),  # flat over 50 tokens
+    (list(np.linspace(0, 1, 30)), 100.0),  # nearly flat: high temperature
+])
+def test_gumbel_max_frequencies_on_peaked_and_flat_distributions(logits, temperature):
+  z = np.asarray(logits, np.float64) / temperature
+  want = np.exp(z - z.max())
+  want /= want.sum()
+  freq, n = _value_frequencies(logits, rows=64, length=4096, seed=3,
+                               temperature=temperature)
+  _assert_frequencies(freq, want, n)
+
+
+def test_gumbel_max_far_tail_matches_exactly_computed_probability():
+  """Gap 12 (p = 6.1e-6): the tail beyond ~12 of a Gumbel is where float32 uniforms
+  near 1 are coarse; 2^24 draws still match the exact probability."""
+  tiny = np.finfo(np.float32).tiny
+  key0, key1 = jax.random.split(jax.random.key(5))
+  n = 1 << 24
+
+  @jax.jit
+  def wins(k0, k1):
+    g = lambda k: sampling._gumbel(jax.random.uniform(k, (n,), minval=tiny))  # noqa: E731
+    return jnp.sum(g(k1) - 12.0 > g(k0))
+
+  count = int(wins(key0, key1))
+  want = n / (1 + np.exp(12.0))
+  assert abs(count - want) < 5 * np.sqrt(want), (count, want)

@@ -240,7 +240,7 @@ def test_preset_defaults_and_overrides():
 @pytest.mark.parametrize("kwargs", [
     dict(num_heads=5), dict(norm="batchnorm"), dict(mlp="relu"),
     dict(positional="alibi"), dict(dropout=1.0), dict(dtype="float16"),
-    dict(batch_chunk=-1), dict(d_model=0)])
+    dict(batch_chunk=-2), dict(d_model=0)])
 def test_bad_config_raises_value_error(kwargs):
   with pytest.raises(ValueError):
     _tiny(**kwargs)
@@ -350,3 +350,30 @@ def test_cpu_and_xla_kernels_give_the_same_logits_and_gradients(style, causal, t
   assert jax.tree.structure(grads_cpu) == jax.tree.structure(grads_xla)
   for a, b in zip(leaves_cpu, leaves_xla):  # float32 sums in another order
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_auto_batch_chunk_rule_and_override():
+  six = tfm.preset("gpt2-6m", vocab_size=10, seq_len=81)
+  assert six.batch_chunk == tfm.AUTO_CHUNK
+  assert tfm.inference_batch_chunk(six, 256, 81, backend="cpu") == 8
+  assert tfm.inference_batch_chunk(six, 8, 81, backend="cpu") == 0  # fits already
+  assert tfm.inference_batch_chunk(six, 256, 81, backend="gpu") == 0
+  tiny = tfm.preset("tiny", vocab_size=10, seq_len=81)
+  assert tfm.inference_batch_chunk(tiny, 256, 81, backend="cpu") == 32
+  arm = tfm.preset("tiny", vocab_size=11, seq_len=243, causal=True)
+  assert tfm.inference_batch_chunk(arm, 64, 243, backend="cpu") == 4  # scores dominate
+  fixed = tfm.preset("gpt2-6m", vocab_size=10, seq_len=81, batch_chunk=16)
+  assert tfm.inference_batch_chunk(fixed, 256, 81, backend="gpu") == 16  # as given
+  assert tfm.inference_batch_chunk(
+      dataclasses.replace(six, batch_chunk=0), 256, 81, backend="cpu") == 0
+
+
+def test_auto_batch_chunk_is_the_same_function():
+  config = _tiny(batch_chunk=tfm.AUTO_CHUNK)
+  model, params, _ = _init(config)
+  chunk = tfm.inference_batch_chunk(config, 300, LENGTH)
+  assert 0 < chunk < 300  # the auto rule really chunks this batch on CPU (256 + 44)
+  tokens = jax.random.randint(jax.random.key(2), (300, LENGTH), 0, VOCAB)
+  unchunked = tfm.Transformer(dataclasses.replace(config, batch_chunk=0))
+  np.testing.assert_allclose(jax.jit(model.apply)(params, tokens),
+                             jax.jit(unchunked.apply)(params, tokens), atol=1e-5)
