@@ -96,8 +96,6 @@ class TransformerConfig:
                        f"seq_len={self.seq_len}")
     if self.max_positions < 0:
       raise ValueError(f"max_positions must be >= 0, got {self.max_positions}")
-    if self.batch_chunk < 0:
-      raise ValueError(f"batch_chunk must be >= 0, got {self.batch_chunk}")
     if self.kernels not in KERNELS:
       raise ValueError(f"kernels={self.kernels!r}; choose one of {KERNELS}")
     if self.batch_chunk < AUTO_CHUNK:
