@@ -270,16 +270,45 @@ def apply_permutation(x_BxL: jax.Array, perm_L: jax.Array) -> jax.Array:
   return jnp.asarray(x_BxL)[:, jnp.asarray(perm_L)]
 
 
+def pi_learner_inputs(tokens_BxL: jax.Array, perm_L: jax.Array, start_id: int
+                      ) -> jax.Array:
+  """What the causal pi-learner reads: [start, x[perm[0]], ..., x[perm[L-2]]].
+
+  `start_id` is a token the data never contains (the MDM layout's MASK id), so the
+  first position in pi's order is predicted too and the loss covers the whole joint.
+  """
+  b, l = jnp.shape(tokens_BxL)
+  _check_perm(perm_L, l)
+  seq_BxL = apply_permutation(tokens_BxL, perm_L)
+  start_Bx1 = jnp.full((b, 1), start_id, seq_BxL.dtype)
+  return jnp.concatenate([start_Bx1, seq_BxL[:, :-1]], axis=1)
+
+
 def pi_learner_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
                     loss_mask_BxL: jax.Array, perm_L: jax.Array) -> tuple[jax.Array, Metrics]:
-  """`ar_loss` on the permuted sequence: logits come from model(tokens[:, perm]).
+  """Next-token loss in pi's order; logits come from model(pi_learner_inputs(...)).
 
-  tokens_BxL and loss_mask_BxL are in the original order; the term for permuted
-  position j (original position perm[j]) counts iff loss_mask[:, perm[j]].
+  logits[:, j] predicts x[:, perm[j]] for every j (the first from the start token
+  alone), and the term counts iff loss_mask[:, perm[j]]: the mean over counted
+  tokens is the negative log-likelihood of the whole sequence per token, the same
+  unit as `mdm_loss`'s NELBO per maskable token.
   """
   b, l, _ = _check_logits(logits_BxLxV)
   _check_tokens("tokens_BxL", tokens_BxL, b, l)
   _check_bool("loss_mask_BxL", loss_mask_BxL, b, l)
   _check_perm(perm_L, l)
-  return ar_loss(logits_BxLxV, apply_permutation(tokens_BxL, perm_L),
-                 apply_permutation(loss_mask_BxL, perm_L))
+  targets_BxL = apply_permutation(tokens_BxL, perm_L)
+  on_BxL = apply_permutation(loss_mask_BxL, perm_L)
+  logp_BxLxV = _log_probs(logits_BxLxV, None)
+  ce_BxL = -_gather(logp_BxLxV, targets_BxL)
+  count = jnp.maximum(jnp.sum(on_BxL.astype(jnp.float32)), 1.0)
+  loss = jnp.sum(jnp.where(on_BxL, ce_BxL, 0.0)) / count
+  correct_BxL = jnp.argmax(logp_BxLxV, axis=-1) == targets_BxL
+  metrics = {
+      "loss": loss,
+      "nats_per_token": loss,
+      "bits_per_token": loss / LN2,
+      "accuracy": jnp.sum(correct_BxL & on_BxL) / count,
+      "num_tokens": jnp.sum(on_BxL.astype(jnp.float32)),
+  }
+  return loss, metrics

@@ -205,12 +205,14 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: transformer.Transform
     return arm
 
   perm_L = jnp.asarray(pi_perm(config, task))
+  start_id = int(task.mdm_layout().mask_id)  # never in the data: the start token
 
   def pi(params, batch, key, train):
-    # The batch is in the MDM layout; the causal model reads it in pi's order and
-    # the loss counts the maskable (answer) positions.
+    # The batch is in the MDM layout; the causal model reads it in pi's order after
+    # a start token, and the loss counts the maskable (answer) positions.
     tokens_BxL = batch["tokens"]
-    logits_BxLxV = apply(params, losses.apply_permutation(tokens_BxL, perm_L), key, train)
+    inputs_BxL = losses.pi_learner_inputs(tokens_BxL, perm_L, start_id)
+    logits_BxLxV = apply(params, inputs_BxL, key, train)
     return losses.pi_learner_loss(logits_BxLxV, tokens_BxL, batch["maskable"], perm_L)
   return pi
 

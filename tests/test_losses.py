@@ -412,25 +412,32 @@ def test_pi_permutation_validation():
 def test_pi_learner_loss_reads_in_permuted_order():
   rng = np.random.default_rng(0)
   l, v = 7, 5
-  tokens = jnp.asarray(rng.integers(0, v, size=(3, l)).astype(np.int32))
+  tokens = jnp.asarray(rng.integers(0, v - 1, size=(3, l)).astype(np.int32))
   loss_mask = jnp.asarray(rng.random((3, l)) < 0.7)
   perm = losses.pi_permutation("uniform", l, 3)
   seq = np.asarray(tokens)[:, perm]  # the order the pi-learner reads
   np.testing.assert_array_equal(np.asarray(losses.apply_permutation(tokens, perm)), seq)
-  # A model that is perfect on the permuted sequence: logits[:, i] -> seq[:, i + 1].
-  nxt = np.concatenate([seq[:, 1:], seq[:, :1]], 1)
-  logits = 30.0 * jax.nn.one_hot(jnp.asarray(nxt), v)
+  # The model reads the start token, then seq shifted right by one.
+  inputs = np.asarray(losses.pi_learner_inputs(tokens, perm, v - 1))
+  np.testing.assert_array_equal(inputs[:, 0], v - 1)
+  np.testing.assert_array_equal(inputs[:, 1:], seq[:, :-1])
+  # A model perfect on the permuted sequence: logits[:, j] -> seq[:, j], the first too.
+  logits = 30.0 * jax.nn.one_hot(jnp.asarray(seq), v)
   loss, m = _pi(logits, tokens, loss_mask, perm)
   assert float(loss) < 1e-6 and float(m["accuracy"]) == 1.0
-  # Which targets count follows the permuted mask.
-  assert float(m["num_tokens"]) == np.asarray(loss_mask)[:, perm][:, 1:].sum()
+  # Every counted position counts, the first in pi's order included.
+  assert float(m["num_tokens"]) == np.asarray(loss_mask).sum()
   # The same model is poor in the original order.
   _, m_id = _pi(logits, tokens, loss_mask, np.arange(l))
   assert float(m_id["accuracy"]) < 1.0
-  # Identity permutation: exactly the AR loss.
-  a, _ = _pi(logits, tokens, loss_mask, losses.pi_permutation("identity", l, 0))
-  b, _ = _ar(logits, tokens, loss_mask)
-  assert float(a) == pytest.approx(float(b))
+  # Identity permutation: the AR loss on [start] + tokens, every masked token counted.
+  ident = losses.pi_permutation("identity", l, 0)
+  logits = jnp.asarray(rng.normal(size=(3, l, v)).astype(np.float32))
+  a, _ = _pi(logits, tokens, loss_mask, ident)
+  full = jnp.concatenate([jnp.full((3, 1), v - 1, jnp.int32), tokens], 1)
+  pad = jnp.concatenate([logits, jnp.zeros((3, 1, v))], 1)
+  b, _ = _ar(pad, full, jnp.concatenate([jnp.zeros((3, 1), bool), loss_mask], 1))
+  assert float(a) == pytest.approx(float(b), rel=1e-6)
 
 
 def test_pi_learner_loss_jit_and_validation():
