@@ -10,12 +10,15 @@ because every position is generated (no prompt), as in the paper's text runs.
 `--config=configs/pi_learner.py:<preset>[,<order>][,bf16]`; presets:
   demo   N=8, P=40, tiny causal model, minutes on a CPU: exercises the pipeline
          only (no CPU-scale pi-learner comparison yet, REPRODUCTION.md).
+  cpu    N=8, P=40, the tiny causal model, 3,000 steps at batch 64 (about 5 minutes
+         per order on 2 CPU cores): the four orders and the MDM
+         (`lo_nae_sat.py:demo` with the same steps) compared in REPRODUCTION.md.
   paper  (N, P) = (25, 275), the llama-19m model made causal, lr 1e-3, batch 128.
 Compare runs by val/loss (nats per counted token) in metrics.jsonl.
 """
 from mdm_jax import config_schema as common
 
-PRESETS = ("demo", "paper")
+PRESETS = ("demo", "cpu", "paper")
 ORDERS = ("identity", "much_closer", "closer", "uniform")
 
 
@@ -28,7 +31,7 @@ def get_config(arg: str | None = None):
   c.sampler.strategies = ()
   c.train.val_puzzles = 0
   c.eval.after_train = False  # a pi-learner is compared by its loss
-  if preset == "demo":
+  if preset in ("demo", "cpu"):
     c.task.params = {"num_latents": 8, "num_obs": 40, "triples_seed": 0}
     common.tiny_model(c)
     c.data.num_train, c.data.num_val = 20_000, 512
@@ -37,6 +40,9 @@ def get_config(arg: str | None = None):
     c.train.ema_decay = 0.99
     c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
     c.train.val_batches = 8
+    if preset == "cpu":
+      c.train.steps = 3_000
+      c.train.log_every, c.train.eval_every, c.train.ckpt_every = 250, 250, 1_000
   else:
     c.task.params = {"num_latents": 25, "num_obs": 275, "triples_seed": 0}
     c.model.preset = "llama-19m"  # made causal by the 'pi' objective
