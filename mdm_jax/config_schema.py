@@ -5,6 +5,7 @@ differs. A preset argument is `<preset>[,<option>...]`, e.g. 'paper,solver'.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -13,6 +14,14 @@ import ml_collections
 
 def default_data_dir() -> str:
   return os.path.expanduser(os.environ.get("MDM_JAX_DATA", "~/.cache/mdm_jax"))
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def config_from_json(d: dict[str, Any]) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)
 
 
 def parse_arg(arg: str | None, presets: tuple[str, ...], default: str) -> tuple[str, list[str]]:

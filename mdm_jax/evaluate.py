@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import sampling
 from mdm_jax.data import base
@@ -765,59 +766,15 @@ def _latent_boundary(task: base.Task) -> int | None:
 # Evaluation of a checkpoint.
 
 
-def _cfg_get(config: ml_collections.ConfigDict | None, path: str, default: Any) -> Any:
-  node: Any = config
-  for part in path.split("."):
-    if node is None:
-      return default
-    try:
-      node = node[part]
-    except (KeyError, AttributeError, TypeError):
-      return default
-  return default if node is None else node
-
-
-def _checkpoint_step(path: str) -> int | None:
-  """The step `load_for_inference` restores by default (the latest), if visible."""
-  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  try:
-    return ckpt_lib.saved_step(fileio.normalize(path))
-  except (ValueError, OSError):
-    return None
+_cfg_get = experiment.config_get
 
 
 def load_model(path: str, *, step: int | None = None, ema: bool | None = None
                ) -> tuple[Any, ml_collections.ConfigDict, base.Task, ApplyFn, int]:
-  """Restores a checkpoint for inference.
-
-  ema=None takes the parameters the run's config.eval.params names ('ema' unless
-  it says 'raw'). Returns (those params, the run's config, its task, apply_fn(params, tokens) ->
-  logits, number of parameters). Raises ValueError (one line) when the checkpoint
-  is missing or unreadable.
-  """
-  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from mdm_jax import train  # pylint: disable=g-import-not-at-top
-  from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
-  path = fileio.normalize(path)
-  if not fileio.exists(path):
-    raise ValueError(f"checkpoint path {path} does not exist")
-  try:
-    params, saved = ckpt_lib.load_for_inference(path, step=step, ema=ema is not False)
-    if ema is None and _cfg_get(saved, "eval.params", "ema") == "raw":
-      params, saved = ckpt_lib.load_for_inference(path, step=step, ema=False)
-  except ValueError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
-    msg = " ".join(str(e).split())[:300]
-    raise ValueError(f"cannot read the checkpoint in {path}: {type(e).__name__}: {msg}"
-                     ) from None
-  task = train.build_task(saved)
-  model, _ = train.build_model(saved, task)
-
-  def apply_fn(params: Any, tokens_BxL: jax.Array) -> jax.Array:
-    return model.apply({"params": params}, tokens_BxL, train=False)
-
-  return params, saved, task, apply_fn, transformer.count_params(params)
+  """`experiment.restore` as a tuple: (params, the run's config, its task,
+  apply_fn(params, tokens) -> logits, number of parameters)."""
+  r = experiment.restore(path, step=step, ema=ema)
+  return r.params, r.config, r.task, r.apply_fn, r.num_params
 
 
 def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
@@ -896,7 +853,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   write = jax.process_index() == 0
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint": fileio.normalize(checkpoint or workdir),
-      "step": _checkpoint_step(checkpoint or workdir), "objective": objective,
+      "step": experiment.saved_step(checkpoint or workdir), "objective": objective,
       "task": {"name": task.name, "params": task.params()},
       "model": {"preset": str(saved.model.preset)}, "num_params": num_params,
       "params": which,
@@ -933,8 +890,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
   if objective == "arm":  # greedy decoding with the model's key/value cache
-    from mdm_jax import train  # pylint: disable=g-import-not-at-top
-    arm_model = train.build_model(saved, task)[0]
+    arm_model = experiment.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
   key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
   sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
@@ -999,6 +955,57 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   else:
     result = _to_json(result)
   return result
+
+
+# ----------------------------------------------------------------------------------
+# --mode=sample.
+
+
+def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: int = 4,
+                     split: str = "test") -> dict[str, Any]:
+  """Solves `num` held-out puzzles with the trained (EMA) model and prints them.
+
+  MDM: each strategy of config.sampler.strategies; ARM / pi: greedy decoding in
+  the model's order. Prints the puzzles (answer tokens) and whether each is solved.
+  """
+  if num < 1:
+    raise ValueError(f"--num_samples must be >= 1, got {num}")
+  from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
+  restored = experiment.restore(workdir, ema=True)
+  params, saved, task, model = (restored.params, restored.config, restored.task,
+                                restored.model)
+  path = store.ensure_dataset(task, split, int(saved.data.num_test), int(saved.data.seed),
+                              fileio.expand(config.data.dir),
+                              progress=False)
+  examples = {k: np.asarray(v[:num]) for k, v in store.load_examples(path).items()}
+  apply = lambda p, tokens: model.apply({"params": p}, tokens, train=False)
+  key = jax.random.PRNGKey(int(config.seed))
+  results = {}
+  if saved.objective == "mdm":
+    enc = task.mdm_encode(examples)
+    mask_id = int(task.mdm_layout().mask_id)
+    prompt = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
+    for strategy in config.sampler.strategies:
+      sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
+                                      **sampling.strategy_options(
+                                          strategy, sampling.config_options(config.sampler)))
+      results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
+  elif saved.objective == "arm":
+    enc = task.arm_encode(examples, saved.data.ordering, np.random.default_rng(0))
+    plen = np.asarray(enc["prompt_len"], np.int32)
+    iota = np.arange(enc["tokens"].shape[1])
+    tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
+    out = sampling.ar_greedy_cached(model, params, jnp.asarray(tokens), jnp.asarray(plen))
+    results["greedy"] = task.arm_decode(examples, np.asarray(out))
+  else:
+    raise ValueError("--mode=sample needs an 'mdm' or 'arm' model; pi-learners only "
+                     "have a loss")
+  for name, tokens in results.items():
+    solved = task.check(examples, tokens)["solved"]
+    print(f"== {name}: solved {int(solved.sum())}/{num}")
+    for i in range(num):
+      print(f"puzzle {i} {'solved' if solved[i] else 'FAILED'}: {tokens[i].tolist()}")
+  return {name: task.check(examples, t)["solved"] for name, t in results.items()}
 
 
 # ----------------------------------------------------------------------------------
