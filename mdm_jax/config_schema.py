@@ -24,6 +24,22 @@ def config_from_json(d: dict[str, Any]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(d)
 
 
+def _merged(base: Any, saved: Any) -> Any:
+  if isinstance(base, dict) and isinstance(saved, dict):
+    return {**base, **{k: _merged(base.get(k), v) for k, v in saved.items()}}
+  return saved
+
+
+def merge_saved(saved: ml_collections.ConfigDict | dict[str, Any]
+                ) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json, a checkpoint's or an export's) over
+  `base_config()`: the fields that an older version did not save take today's
+  defaults; every saved field keeps its saved value."""
+  if isinstance(saved, ml_collections.ConfigDict):
+    saved = config_to_json(saved)
+  return config_from_json(_merged(config_to_json(base_config()), dict(saved)))
+
+
 def parse_arg(arg: str | None, presets: tuple[str, ...], default: str) -> tuple[str, list[str]]:
   """'paper,solver' -> ('paper', ['solver']); validates the preset name."""
   parts = [p.strip() for p in (arg or default).split(",")]

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from mdm_jax import config_schema
 from mdm_jax import export
 from mdm_jax import fileio
 from mdm_jax import sampling
@@ -150,7 +151,7 @@ class Restored:
 
 def load_params(path: str, *, step: int | None = None, ema: bool = True
                 ) -> tuple[Any, ml_collections.ConfigDict]:
-  """(EMA or raw params replicated on the local devices, saved config) of a params
+  """(EMA or raw params replicated on the local devices, saved config as written) of a params
   export (no orbax needed) or an orbax checkpoint (`checkpoint.load_for_inference`)."""
   if export.is_export(path):
     trees, config, _ = export.load_export_trees(path, step, ("ema_params" if ema
@@ -192,6 +193,7 @@ def restore(path: str, *, step: int | None = None, ema: bool | None = None) -> R
     msg = " ".join(str(e).split())[:300]
     raise ValueError(f"cannot read the checkpoint in {path}: {type(e).__name__}: {msg}"
                      ) from None
+  saved = config_schema.merge_saved(saved)  # fields newer than the run: defaults
   task = build_task(saved)
   model, _ = build_model(saved, task)
   return Restored(params=params, config=saved, task=task, model=model)

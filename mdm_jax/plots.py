@@ -446,11 +446,11 @@ def pi_learner_run(workdir: str) -> dict[str, Any]:
   """
   from mdm_jax import experiment  # pylint: disable=g-import-not-at-top
   from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mdm_jax import config_schema  # pylint: disable=g-import-not-at-top
   cfg_path = fileio.join(workdir, "config.json")
   if not fileio.isfile(cfg_path):
     raise ValueError(f"no config.json in {workdir} (is it a training workdir?)")
-  config = ml_collections.ConfigDict(fileio.read_json(cfg_path))
+  config = config_schema.merge_saved(fileio.read_json(cfg_path))
   records = read_metrics(workdir)
   key = _val_loss_key(records)
   steps, loss = _series(records, key)

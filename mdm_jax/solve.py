@@ -273,9 +273,7 @@ def _encode(task: Any, puzzles_NxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]
   """MDM-layout tokens with MASK at the blanks, and the grid cells' positions."""
   from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
   puzzles_NxC = np.asarray(puzzles_NxC, np.int8)
-  enc = task.mdm_encode({"puzzle": puzzles_NxC, "solution": puzzles_NxC})
-  mask_id = int(task.mdm_layout().mask_id)
-  tokens = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
+  tokens = task.mdm_prompt({"puzzle": puzzles_NxC, "solution": puzzles_NxC})
   _, _, positions, _ = evaluate.answer_grid(task)
   return tokens, positions
 

@@ -419,19 +419,15 @@ class _SolveRate:
     hi = lo + n // jax.process_count()
     apply = lambda params, tokens: run.model.apply({"params": params}, tokens, train=False)
     if c.objective == "mdm":
-      enc = run.task.mdm_encode(self.examples)
       mask_id = int(run.task.mdm_layout().mask_id)
-      tokens = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
+      tokens = run.task.mdm_prompt(self.examples)
       self.inputs = {"tokens": tokens[lo:hi]}
       self.sampler = sampling.make_sampler(
           apply, mask_id=mask_id, strategy=c.train.val_strategy,
           **sampling.config_options(c.sampler))
     else:
-      enc = run.task.arm_encode(self.examples, c.data.ordering,
-                                np.random.default_rng(int(c.data.seed)))
-      plen = np.asarray(enc["prompt_len"], np.int32)
-      iota = np.arange(enc["tokens"].shape[1])
-      tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
+      tokens, plen = run.task.arm_prompt(self.examples, c.data.ordering,
+                                         np.random.default_rng(int(c.data.seed)))
       self.inputs = {"tokens": tokens[lo:hi], "prompt_len": plen[lo:hi]}
       self.greedy = jax.jit(lambda params, tokens, plen: sampling.ar_greedy_cached(
           run.model, params, tokens, plen))  # = ar_greedy, with a key/value cache
