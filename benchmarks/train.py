@@ -27,6 +27,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from benchmarks.common import block, matmul_peak_gflops  # noqa: E402
+from mdm_jax import experiment  # noqa: E402
 from mdm_jax import sharding  # noqa: E402
 from mdm_jax import train  # noqa: E402
 from mdm_jax.models import transformer as tfm  # noqa: E402
@@ -82,7 +83,7 @@ def main(argv=None) -> None:
       config.model.overrides.dropout = args.dropout
     config.train.warmup_steps = 10
     run = train.setup(config)
-    layout = train.layout(config, run.task)
+    layout = experiment.layout(config, run.task)
     if config.objective == "arm":
       batch = {"tokens": rng.integers(0, layout.vocab_size, (args.batch, layout.seq_len)),
                "loss_mask": np.ones((args.batch, layout.seq_len), bool)}

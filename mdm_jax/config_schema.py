@@ -5,6 +5,7 @@ differs. A preset argument is `<preset>[,<option>...]`, e.g. 'paper,solver'.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -13,6 +14,30 @@ import ml_collections
 
 def default_data_dir() -> str:
   return os.path.expanduser(os.environ.get("MDM_JAX_DATA", "~/.cache/mdm_jax"))
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort())
+
+
+def config_from_json(d: dict[str, Any]) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)
+
+
+def _merged(base: Any, saved: Any) -> Any:
+  if isinstance(base, dict) and isinstance(saved, dict):
+    return {**base, **{k: _merged(base.get(k), v) for k, v in saved.items()}}
+  return saved
+
+
+def merge_saved(saved: ml_collections.ConfigDict | dict[str, Any]
+                ) -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json, a checkpoint's or an export's) over
+  `base_config()`: the fields that an older version did not save take today's
+  defaults; every saved field keeps its saved value."""
+  if isinstance(saved, ml_collections.ConfigDict):
+    saved = config_to_json(saved)
+  return config_from_json(_merged(config_to_json(base_config()), dict(saved)))
 
 
 def parse_arg(arg: str | None, presets: tuple[str, ...], default: str) -> tuple[str, list[str]]:

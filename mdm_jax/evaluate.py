@@ -11,13 +11,14 @@ Two levels:
 - `evaluate(config, workdir)` loads a checkpoint and the held-out splits, runs
   `evaluate_strategies` and a num_steps sweep, and writes
   `<workdir>/eval/results.json`, `<workdir>/eval/results.md` (tables laid out like
-  the paper's Tables 1, 2, 3 and 5) and pictures (see `mdm_jax.plots`).
+  the paper's Tables 1, 2, 3 and 5: `mdm_jax.reports`) and pictures (see
+  `mdm_jax.plots`).
+- `sample_and_print(config, workdir)`: --mode=sample.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -29,17 +30,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import sampling
 from mdm_jax.data import base
+from mdm_jax.reports import (  # noqa: F401  (the tables live in reports.py)
+    ARM_STRATEGY, EXTRA_LABELS, MDM_STRATEGIES, STRATEGIES, STRATEGY_LABELS,
+    combined_markdown, format_params, markdown_table, method_label, results_markdown)
 
-ARM_STRATEGY = "greedy"  # causal (ARM) checkpoints: greedy decoding in their order
-MDM_STRATEGIES = sampling.STRATEGIES  # the sampler's own list, whatever it holds
-STRATEGIES = MDM_STRATEGIES + (ARM_STRATEGY,)
-# Table labels: the paper's names where it has one, else the strategy's name.
-STRATEGY_LABELS = {s: s.replace("_", " ") for s in STRATEGIES}
-STRATEGY_LABELS.update({"random": "random order", "top_prob": "top prob",
-                        "margin": "top prob margin"})
 DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -375,9 +373,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                  entropy_budget=entropy_budget, block_length=block_length, top_k=top_k,
                  top_p=top_p)
 
-  encoded = task.mdm_encode(examples)
-  tokens_NxL = np.asarray(encoded["tokens"], np.int32)
-  maskable_NxL = np.asarray(encoded["maskable"], bool)
+  maskable_NxL = task.answer_mask(examples)
   results: dict[str, StrategyResult] = {}
 
   if strategies == (ARM_STRATEGY,):
@@ -386,12 +382,10 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                        f"{', '.join(task.arm_orderings) or '(none: task has no ARM layout)'};"
                        f" got {arm_ordering!r}")
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    arm = task.arm_encode(examples, arm_ordering, rng=np.random.default_rng(seed))
-    arm_tokens = np.asarray(arm["tokens"], np.int32)
-    prompt_len_N = np.asarray(arm["prompt_len"], np.int32)
-    # Blank every answer token, so that no model (even a non-causal one) sees it.
+    # Every answer token blanked, so that no model (even a non-causal one) sees it.
+    arm_tokens, prompt_len_N = task.arm_prompt(examples, arm_ordering,
+                                               rng=np.random.default_rng(seed))
     length = arm_tokens.shape[1]
-    arm_tokens = np.where(np.arange(length)[None] < prompt_len_N[:, None], arm_tokens, 0)
     run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params,
                          arm_model=arm_model)
     (out_tokens,), seconds, timed = _run_batched(
@@ -409,7 +403,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   if not maskable_NxL.any():
     raise ValueError("the examples have no answer (maskable) position to generate")
   _check_sampler_options(strategies, mask_id, options)
-  start_NxL = np.where(maskable_NxL, mask_id, tokens_NxL).astype(np.int32)
+  start_NxL = task.mdm_prompt(examples)
   for strategy in strategies:
     runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
                          params=params, mask_id=mask_id, options=options)
@@ -498,136 +492,6 @@ def position_errors(task: base.Task, examples: base.Examples, *, key: jax.Array,
     out.update({k: v for k, v in summary.items() if k != "per_position"})
     out.update({f"{k}_argmax": v for k, v in argmax.items() if k != "per_position"})
   return out
-
-
-# ----------------------------------------------------------------------------------
-# Tables.
-
-EXTRA_LABELS = {"consistent_frac": "Consistent obs.",
-                "order_corr": "Rank corr. with solver order"}
-_NOT_SHARES = ("order_corr",)  # printed as numbers, not percentages
-_ARM_LABELS = {"solver": "with ordering", "row_major": "without ordering"}
-
-
-def method_label(objective: str, strategy: str, ordering: str | None = None) -> str:
-  """'MDM top prob margin', 'ARM (with ordering)', ... as in the paper's tables."""
-  if strategy == ARM_STRATEGY or objective == "arm":
-    return f"ARM ({_ARM_LABELS.get(ordering or '', f'{ordering} order')})"
-  return f"MDM {STRATEGY_LABELS[strategy]}"
-
-
-def format_params(num: int | None) -> str:
-  """6_312_000 -> '6.3M' (the tables' model size)."""
-  if num is None:
-    return "?"
-  if num >= 1e9:
-    return f"{num / 1e9:.1f}B"
-  if num >= 1e6:
-    return f"{num / 1e6:.1f}M"
-  if num >= 1e3:
-    return f"{num / 1e3:.0f}k"
-  return str(num)
-
-
-def _pct(x: float | None) -> str:
-  return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
-
-
-def _fmt(key: str, x: float | None) -> str:
-  """A table cell: shares as percentages, correlations as numbers."""
-  if key in _NOT_SHARES:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.2f}"
-  return _pct(x)
-
-
-def _num(x: float | None) -> str:
-  return "n/a" if x is None or not math.isfinite(x) else f"{x:.1f}"
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-  """A table like the paper's Tables 1, 2, 3, 5: one row per method.
-
-  Each row: {'method', 'num_params', 'solved', 'cell_accuracy', 'mean_steps',
-  'mean_nfe', 'puzzles_per_sec', 'num_puzzles'} plus optional extra shares
-  (EXTRA_LABELS). Mean NFE: forward passes per puzzle ('n/a' in older results).
-  """
-  extras = [k for k in EXTRA_LABELS if any(k in r for r in rows)]
-  head = (["Method", "# Param", "Accuracy"] + [EXTRA_LABELS[k] for k in extras]
-          + ["Cell accuracy", "Mean steps", "Mean NFE", "Puzzles/s", "Puzzles"])
-  lines = ["| " + " | ".join(head) + " |",
-           "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
-  for r in rows:
-    pps = r.get("puzzles_per_sec")
-    cells = ([r["method"], format_params(r.get("num_params")), _pct(r["solved"])]
-             + [_fmt(k, r.get(k)) for k in extras]
-             + [_pct(r.get("cell_accuracy")), f"{r.get('mean_steps', float('nan')):.1f}",
-                _num(r.get("mean_nfe")),
-                "n/a" if pps is None or not math.isfinite(pps) else f"{pps:.1f}",
-                str(r.get("num_puzzles", ""))])
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
-def _table_rows(result: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
-  rows = []
-  for strategy, s in result["splits"][split]["strategies"].items():
-    rows.append(dict(s, method=method_label(result["objective"], strategy,
-                                            result.get("arm_ordering")),
-                     num_params=result.get("num_params")))
-  return rows
-
-
-def _split_title(result: Mapping[str, Any], split: str) -> str:
-  task = result["task"]
-  params = ", ".join(f"{k}={v}" for k, v in task["params"].items() if v is not None)
-  n = result["splits"][split]["num_puzzles"]
-  step = result.get("step")
-  at = f", checkpoint step {step}" if step is not None else ""
-  return f"{task['name']} ({params}): split '{split}', {n} puzzles{at}"
-
-
-def results_markdown(result: Mapping[str, Any]) -> str:
-  """The whole evaluation as markdown: one table per split, then notes."""
-  parts = [f"# Evaluation of {result['workdir']}", ""]
-  s = result.get("sampler")
-  if s and result["objective"] == "mdm":
-    parts += [f"Sampler: {s['num_steps']} steps, schedule {s['schedule']}, "
-              f"K {s['k_mode']}, Gumbel {s['gumbel']} ({s.get('gumbel_schedule', 'constant')}, "
-              f"{s.get('score_space', 'prob')} scores), temperature {s['temperature']}, "
-              f"remask {s['remask']}. Accuracy = puzzles solved completely.", ""]
-  for split in result["splits"]:
-    parts += [f"## {_split_title(result, split)}", "",
-              markdown_table(_table_rows(result, split)), ""]
-    strategies = result["splits"][split]["strategies"]
-    if "vanilla" in strategies and len(strategies) > 1:
-      others = [k for k in strategies if k != "vanilla"]
-      for key, label in [("solved", "accuracy")] + list(EXTRA_LABELS.items()):
-        if key not in strategies["vanilla"]:
-          continue
-        parts.append(f"- {label}: vanilla {_fmt(key, strategies['vanilla'][key])} -> "
-                     + ", ".join(f"{STRATEGY_LABELS[k]} {_fmt(key, strategies[k].get(key))}"
-                                 for k in others))
-      parts.append("")
-    sweep = result["splits"][split].get("sweep")
-    if sweep:
-      steps = sorted({int(k) for v in sweep["accuracy"].values() for k in v})
-      parts += [f"Accuracy against sampling steps ({sweep['num_puzzles']} puzzles):", "",
-                "| Method | " + " | ".join(f"{k} steps" for k in steps) + " |",
-                "|---|" + "---:|" * len(steps)]
-      for strategy, acc in sweep["accuracy"].items():
-        parts.append(f"| {method_label('mdm', strategy)} | "
-                     + " | ".join(_pct(acc.get(str(k))) for k in steps) + " |")
-      parts.append("")
-  pe = result.get("position_errors")
-  if pe and "latent" in pe:
-    parts += ["## Denoiser error by position type (random masking, t ~ U(0, 1))", "",
-              "| Positions | 1 - p(true) | argmax wrong |", "|---|---:|---:|",
-              f"| latents | {pe['latent']:.4f} | {pe.get('latent_argmax', float('nan')):.4f} |",
-              f"| observations | {pe['obs']:.4f} | {pe.get('obs_argmax', float('nan')):.4f} |",
-              ""]
-  if result.get("plots"):
-    parts += ["Pictures: " + ", ".join(os.path.basename(p) for p in result["plots"]), ""]
-  return "\n".join(parts)
 
 
 # ----------------------------------------------------------------------------------
@@ -765,59 +629,15 @@ def _latent_boundary(task: base.Task) -> int | None:
 # Evaluation of a checkpoint.
 
 
-def _cfg_get(config: ml_collections.ConfigDict | None, path: str, default: Any) -> Any:
-  node: Any = config
-  for part in path.split("."):
-    if node is None:
-      return default
-    try:
-      node = node[part]
-    except (KeyError, AttributeError, TypeError):
-      return default
-  return default if node is None else node
-
-
-def _checkpoint_step(path: str) -> int | None:
-  """The step `load_for_inference` restores by default (the latest), if visible."""
-  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  try:
-    return ckpt_lib.saved_step(fileio.normalize(path))
-  except (ValueError, OSError):
-    return None
+_cfg_get = experiment.config_get
 
 
 def load_model(path: str, *, step: int | None = None, ema: bool | None = None
                ) -> tuple[Any, ml_collections.ConfigDict, base.Task, ApplyFn, int]:
-  """Restores a checkpoint for inference.
-
-  ema=None takes the parameters the run's config.eval.params names ('ema' unless
-  it says 'raw'). Returns (those params, the run's config, its task, apply_fn(params, tokens) ->
-  logits, number of parameters). Raises ValueError (one line) when the checkpoint
-  is missing or unreadable.
-  """
-  from mdm_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from mdm_jax import train  # pylint: disable=g-import-not-at-top
-  from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
-  path = fileio.normalize(path)
-  if not fileio.exists(path):
-    raise ValueError(f"checkpoint path {path} does not exist")
-  try:
-    params, saved = ckpt_lib.load_for_inference(path, step=step, ema=ema is not False)
-    if ema is None and _cfg_get(saved, "eval.params", "ema") == "raw":
-      params, saved = ckpt_lib.load_for_inference(path, step=step, ema=False)
-  except ValueError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
-    msg = " ".join(str(e).split())[:300]
-    raise ValueError(f"cannot read the checkpoint in {path}: {type(e).__name__}: {msg}"
-                     ) from None
-  task = train.build_task(saved)
-  model, _ = train.build_model(saved, task)
-
-  def apply_fn(params: Any, tokens_BxL: jax.Array) -> jax.Array:
-    return model.apply({"params": params}, tokens_BxL, train=False)
-
-  return params, saved, task, apply_fn, transformer.count_params(params)
+  """`experiment.restore` as a tuple: (params, the run's config, its task,
+  apply_fn(params, tokens) -> logits, number of parameters)."""
+  r = experiment.restore(path, step=step, ema=ema)
+  return r.params, r.config, r.task, r.apply_fn, r.num_params
 
 
 def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict,
@@ -896,7 +716,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   write = jax.process_index() == 0
   result: dict[str, Any] = {
       "workdir": workdir, "checkpoint": fileio.normalize(checkpoint or workdir),
-      "step": _checkpoint_step(checkpoint or workdir), "objective": objective,
+      "step": experiment.saved_step(checkpoint or workdir), "objective": objective,
       "task": {"name": task.name, "params": task.params()},
       "model": {"preset": str(saved.model.preset)}, "num_params": num_params,
       "params": which,
@@ -933,8 +753,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
   if objective == "arm":  # greedy decoding with the model's key/value cache
-    from mdm_jax import train  # pylint: disable=g-import-not-at-top
-    arm_model = train.build_model(saved, task)[0]
+    arm_model = experiment.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
   key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
   sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
@@ -1002,22 +821,50 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
 
 
 # ----------------------------------------------------------------------------------
-# Several runs in one table (e.g. Table 2: ARM and MDM rows side by side).
+# --mode=sample.
 
 
-def combined_markdown(results: Sequence[Mapping[str, Any]]) -> str:
-  """One table per (task, split) over several runs' results (results.json dicts)."""
-  groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-  for result in results:
-    task = result["task"]
-    params = ", ".join(f"{k}={v}" for k, v in task["params"].items() if v is not None)
-    for split in result["splits"]:
-      groups.setdefault((f"{task['name']} ({params})", split), []).extend(
-          _table_rows(result, split))
-  parts = []
-  for (task_key, split), rows in groups.items():
-    parts += [f"## {task_key}: split '{split}'", "", markdown_table(rows), ""]
-  return "\n".join(parts)
+def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: int = 4,
+                     split: str = "test") -> dict[str, Any]:
+  """Solves `num` held-out puzzles with the trained (EMA) model and prints them.
+
+  MDM: each strategy of config.sampler.strategies; ARM / pi: greedy decoding in
+  the model's order. Prints the puzzles (answer tokens) and whether each is solved.
+  """
+  if num < 1:
+    raise ValueError(f"--num_samples must be >= 1, got {num}")
+  from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
+  restored = experiment.restore(workdir, ema=True)
+  params, saved, task, model = (restored.params, restored.config, restored.task,
+                                restored.model)
+  path = store.ensure_dataset(task, split, int(saved.data.num_test), int(saved.data.seed),
+                              fileio.expand(config.data.dir),
+                              progress=False)
+  examples = {k: np.asarray(v[:num]) for k, v in store.load_examples(path).items()}
+  apply = lambda p, tokens: model.apply({"params": p}, tokens, train=False)
+  key = jax.random.PRNGKey(int(config.seed))
+  results = {}
+  if saved.objective == "mdm":
+    mask_id = int(task.mdm_layout().mask_id)
+    prompt = task.mdm_prompt(examples)
+    for strategy in config.sampler.strategies:
+      sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
+                                      **sampling.strategy_options(
+                                          strategy, sampling.config_options(config.sampler)))
+      results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
+  elif saved.objective == "arm":
+    tokens, plen = task.arm_prompt(examples, saved.data.ordering, np.random.default_rng(0))
+    out = sampling.ar_greedy_cached(model, params, jnp.asarray(tokens), jnp.asarray(plen))
+    results["greedy"] = task.arm_decode(examples, np.asarray(out))
+  else:
+    raise ValueError("--mode=sample needs an 'mdm' or 'arm' model; pi-learners only "
+                     "have a loss")
+  for name, tokens in results.items():
+    solved = task.check(examples, tokens)["solved"]
+    print(f"== {name}: solved {int(solved.sum())}/{num}")
+    for i in range(num):
+      print(f"puzzle {i} {'solved' if solved[i] else 'FAILED'}: {tokens[i].tolist()}")
+  return {name: task.check(examples, t)["solved"] for name, t in results.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

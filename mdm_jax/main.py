@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -133,6 +134,21 @@ def prepare_data(config: ml_collections.ConfigDict,
   return out
 
 
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """`train.train`, then (config.eval.after_train) `evaluate.evaluate` on the run
+  when training finished (all steps, or config.train.max_seconds) unpreempted.
+
+  Returns train's summary, with the evaluation's result under 'eval' if it ran.
+  """
+  from mdm_jax import train  # pylint: disable=g-import-not-at-top  (JAX-heavy)
+  summary = train.train(config, workdir)
+  finished = summary["step"] >= int(config.train.steps) or summary.get("timed_out")
+  if finished and not summary.get("preempted") and config.eval.after_train:
+    from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+    summary["eval"] = evaluate.evaluate(config, workdir)
+  return summary
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -156,20 +172,20 @@ def main(argv: list[str]) -> None:
   workdir = _check_workdir(_WORKDIR.value, _MODE.value)
   # Import JAX-heavy modules only after flag parsing (fast errors).
   from mdm_jax import sharding  # pylint: disable=g-import-not-at-top
-  from mdm_jax import train  # pylint: disable=g-import-not-at-top
   try:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                     _PROCESS_ID.value)
     if _MODE.value == "train":
-      summary = train.train_and_evaluate(config, workdir)
+      summary = train_and_evaluate(config, workdir)
       if summary.get("preempted"):
         logging.warning("preempted at step %d; rerun the same command to resume",
                         summary["step"])
-    elif _MODE.value == "eval":
-      from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-      evaluate.evaluate(config, workdir)
     else:
-      train.sample_and_print(config, workdir, num=_NUM_SAMPLES.value)
+      from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+      if _MODE.value == "eval":
+        evaluate.evaluate(config, workdir)
+      else:
+        evaluate.sample_and_print(config, workdir, num=_NUM_SAMPLES.value)
   except (ValueError, FloatingPointError) as e:
     if os.environ.get("MDM_JAX_DEBUG"):
       raise

@@ -444,18 +444,18 @@ def pi_learner_run(workdir: str) -> dict[str, Any]:
   step s = 3 (forward + backward) * forward FLOPs per token * batch_size * seq_len * s.
   The loss is the validation loss (the first metric named '*val*loss*').
   """
-  from mdm_jax import train  # pylint: disable=g-import-not-at-top
+  from mdm_jax import experiment  # pylint: disable=g-import-not-at-top
   from mdm_jax.models import transformer  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mdm_jax import config_schema  # pylint: disable=g-import-not-at-top
   cfg_path = fileio.join(workdir, "config.json")
   if not fileio.isfile(cfg_path):
     raise ValueError(f"no config.json in {workdir} (is it a training workdir?)")
-  config = ml_collections.ConfigDict(fileio.read_json(cfg_path))
+  config = config_schema.merge_saved(fileio.read_json(cfg_path))
   records = read_metrics(workdir)
   key = _val_loss_key(records)
   steps, loss = _series(records, key)
-  task = train.build_task(config)
-  _, model_config = train.build_model(config, task)
+  task = experiment.build_task(config)
+  _, model_config = experiment.build_model(config, task)
   per_step = (3.0 * transformer.flops_per_token(model_config)
               * int(config.train.batch_size) * model_config.seq_len)
   objective = str(config.objective)

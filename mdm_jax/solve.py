@@ -195,12 +195,14 @@ def _cell_count(text: str) -> int:
 
 def _load(checkpoint: str) -> tuple[Any, Any, Any, Any]:
   """-> (params, saved config, task, apply_fn); SolveError(5) on any problem."""
-  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from mdm_jax import experiment  # pylint: disable=g-import-not-at-top
   from mdm_jax import fileio  # pylint: disable=g-import-not-at-top
   if not fileio.exists(fileio.expand(checkpoint)):
     raise SolveError(EXIT_CHECKPOINT, f"checkpoint {checkpoint} does not exist")
   try:
-    params, saved, task, apply_fn, _ = evaluate.load_model(checkpoint)
+    restored = experiment.restore(checkpoint)
+    params, saved, task, apply_fn = (restored.params, restored.config, restored.task,
+                                     restored.apply_fn)
   except (ValueError, OSError, KeyError, TypeError) as e:
     raise SolveError(EXIT_CHECKPOINT,
                      f"cannot load checkpoint {checkpoint}: {' '.join(str(e).split())}"
@@ -271,9 +273,7 @@ def _encode(task: Any, puzzles_NxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]
   """MDM-layout tokens with MASK at the blanks, and the grid cells' positions."""
   from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
   puzzles_NxC = np.asarray(puzzles_NxC, np.int8)
-  enc = task.mdm_encode({"puzzle": puzzles_NxC, "solution": puzzles_NxC})
-  mask_id = int(task.mdm_layout().mask_id)
-  tokens = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
+  tokens = task.mdm_prompt({"puzzle": puzzles_NxC, "solution": puzzles_NxC})
   _, _, positions, _ = evaluate.answer_grid(task)
   return tokens, positions
 

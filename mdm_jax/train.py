@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import time
 from typing import Any, Callable
 
@@ -30,6 +28,7 @@ import numpy as np
 import optax
 
 from mdm_jax import checkpoint as ckpt_lib
+from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import losses
 from mdm_jax import masking
@@ -41,7 +40,6 @@ from mdm_jax.data import base as data_base
 from mdm_jax.data import store
 from mdm_jax.models import transformer
 
-OBJECTIVES = ("mdm", "arm", "pi")
 # Metrics printed on the log line (all of them go to metrics.jsonl / TensorBoard).
 _SHOWN = ("train/loss", "train/grad_norm", "train/lr", "val/loss", "val/solve_rate")
 State = dict[str, Any]
@@ -64,8 +62,8 @@ def _check(cond: bool, msg: str) -> None:
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Python-side checks of the fields training uses; one-line ValueErrors."""
   t = config.train
-  _check(config.objective in OBJECTIVES,
-         f"config.objective={config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+  _check(config.objective in experiment.OBJECTIVES,
+         f"config.objective={config.objective!r}; choose one of {', '.join(experiment.OBJECTIVES)}")
   for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every",
                "ckpt_every", "keep"):
     _check(int(t[name]) >= 1, f"config.train.{name} must be >= 1, got {t[name]}")
@@ -107,33 +105,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(int(config.data[name]) >= 1, f"config.data.{name} must be >= 1")
   for name in ("shard_size", "gen_workers", "worker_count"):
     _check(int(config.data[name]) >= 0, f"config.data.{name} must be >= 0")
-
-
-def build_task(config: ml_collections.ConfigDict) -> data_base.Task:
-  task = data_base.get_task(config.task.name, **dict(config.task.params))
-  if config.objective == "arm":
-    _check(config.data.ordering in task.arm_orderings,
-           f"config.data.ordering={config.data.ordering!r}; task {task.name!r} offers "
-           f"{', '.join(task.arm_orderings) or 'no ARM orderings'}")
-  return task
-
-
-def layout(config: ml_collections.ConfigDict, task: data_base.Task) -> data_base.Layout:
-  if config.objective == "arm":
-    return task.arm_layout(config.data.ordering)
-  return task.mdm_layout()
-
-
-def build_model(config: ml_collections.ConfigDict, task: data_base.Task
-                ) -> tuple[transformer.Transformer, transformer.TransformerConfig]:
-  """The network for `config` on `task` (also what evaluation should rebuild)."""
-  lay = layout(config, task)
-  overrides = {k: v for k, v in dict(config.model.overrides).items() if v is not None}
-  overrides["dtype"] = config.model.dtype
-  causal = config.objective in ("arm", "pi")
-  model_config = transformer.preset(config.model.preset, vocab_size=lay.vocab_size,
-                                    seq_len=lay.seq_len, causal=causal, **overrides)
-  return transformer.Transformer(model_config), model_config
 
 
 def lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -220,10 +191,6 @@ def make_loss_fn(config: ml_collections.ConfigDict, model: transformer.Transform
 def pi_perm(config: ml_collections.ConfigDict, task: data_base.Task) -> np.ndarray:
   return losses.pi_permutation(config.data.pi_order, task.mdm_layout().seq_len,
                                int(config.data.seed))
-
-
-def loader_objective(config: ml_collections.ConfigDict) -> str:
-  return "arm" if config.objective == "arm" else "mdm"  # 'pi' permutes in the step
 
 
 # ----------------------------------------------------------------------------
@@ -386,8 +353,8 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
   _check(micro % sharding.num_batch_shards(mesh) == 0,
          f"micro-batch {micro} (batch_size / grad_accum) must be divisible by the "
          f"{sharding.num_batch_shards(mesh)} devices the batch is split over")
-  task = build_task(config)
-  model, model_config = build_model(config, task)
+  task = experiment.build_task(config)
+  model, model_config = experiment.build_model(config, task)
   tx = make_optimizer(config)
   loss_fn = make_loss_fn(config, model, task)
   key = jax.random.PRNGKey(int(config.seed))
@@ -402,33 +369,15 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
              local_batch=local_batch)
 
 
-def _ensure(run: Run, split: str, num: int, seed: int) -> str:
-  """ensure_dataset with config.data; an existing dataset keeps its own shard size
-  (shard_size 0: the task's preferred one)."""
-  c = run.config
-  return store.ensure_dataset(
-      run.task, split, num, seed, fileio.expand(c.data.dir),
-      shard_size=int(c.data.shard_size) or None, keep_stored_shard_size=True,
-      progress=jax.process_index() == 0, workers=store.default_workers(c.data.gen_workers))
-
-
 def _datasets(run: Run) -> tuple[str, str]:
-  c = run.config
-  train_path = _ensure(run, "train", int(c.data.num_train), int(c.data.seed))
-  # The held-out validation set: the 'test' split under another seed (so it is
-  # neither the training set nor the evaluation's test set).
-  val_path = _ensure(run, "test", int(c.data.num_val), int(c.data.seed) + 1)
-  return train_path, val_path
+  progress = jax.process_index() == 0
+  return (experiment.dataset(run.config, run.task, "train", progress=progress),
+          experiment.dataset(run.config, run.task, "val", progress=progress))
 
 
 def _train_loader(run: Run, path: str, seed: int):
-  c = run.config
-  return store.make_loader(
-      run.task, path, batch_size=run.local_batch, seed=seed,
-      objective=loader_objective(c), ordering=c.data.ordering or None,
-      augment=bool(c.data.augment), shuffle=True, num_epochs=None,
-      shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=int(c.data.worker_count))
+  return experiment.make_loader(run.config, run.task, path, batch_size=run.local_batch,
+                                seed=seed, train=True)
 
 
 def _val_batches(run: Run, path: str) -> list[dict[str, np.ndarray]]:
@@ -444,10 +393,8 @@ def _val_batches(run: Run, path: str) -> list[dict[str, np.ndarray]]:
     logging.warning("config.data.num_val=%d < batch_size=%d: no validation loss",
                     num_val, c.train.batch_size)
     return []
-  loader = store.make_loader(
-      run.task, path, batch_size=per_process, seed=0, objective=loader_objective(c),
-      ordering=c.data.ordering or None, augment=False, shuffle=False, num_epochs=1,
-      shard_index=jax.process_index(), shard_count=jax.process_count())
+  loader = experiment.make_loader(c, run.task, path, batch_size=per_process, seed=0,
+                                  train=False)
   out = []
   for batch in loader:
     out.append({k: np.asarray(v) for k, v in batch.items()})
@@ -474,19 +421,15 @@ class _SolveRate:
     hi = lo + n // jax.process_count()
     apply = lambda params, tokens: run.model.apply({"params": params}, tokens, train=False)
     if c.objective == "mdm":
-      enc = run.task.mdm_encode(self.examples)
       mask_id = int(run.task.mdm_layout().mask_id)
-      tokens = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
+      tokens = run.task.mdm_prompt(self.examples)
       self.inputs = {"tokens": tokens[lo:hi]}
       self.sampler = sampling.make_sampler(
           apply, mask_id=mask_id, strategy=c.train.val_strategy,
           **sampling.config_options(c.sampler))
     else:
-      enc = run.task.arm_encode(self.examples, c.data.ordering,
-                                np.random.default_rng(int(c.data.seed)))
-      plen = np.asarray(enc["prompt_len"], np.int32)
-      iota = np.arange(enc["tokens"].shape[1])
-      tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
+      tokens, plen = run.task.arm_prompt(self.examples, c.data.ordering,
+                                         np.random.default_rng(int(c.data.seed)))
       self.inputs = {"tokens": tokens[lo:hi], "prompt_len": plen[lo:hi]}
       self.greedy = jax.jit(lambda params, tokens, plen: sampling.ar_greedy_cached(
           run.model, params, tokens, plen))  # = ar_greedy, with a key/value cache
@@ -576,15 +519,15 @@ def _init_from(run: Run, state: State, path: str) -> tuple[State, int]:
   return state, int(step)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains per `config` in `workdir` (resuming from its latest checkpoint).
 
   Writes checkpoints, metrics.jsonl and TensorBoard events; on SIGTERM saves and
-  returns early ('preempted': True). With config.eval.after_train, runs
-  `mdm_jax.evaluate.evaluate(config, workdir)` at the end.
+  returns early ('preempted': True). The evaluation after training
+  (config.eval.after_train) is `main.train_and_evaluate`'s.
 
-  Returns a summary dict: step, preempted, train/loss, val/loss, val/solve_rate,
-  eval (the evaluation's result, if run).
+  Returns a summary dict: step, preempted, timed_out, train/loss, val/loss,
+  val/solve_rate.
 
   Raises:
     ValueError: bad config / workdir (one-line message).
@@ -711,56 +654,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     ckpt.close()
   summary.update(step=step, preempted=preempted, timed_out=timed_out)
-  if (step >= steps or timed_out) and not preempted and c.eval.after_train:
-    summary["eval"] = _maybe_evaluate(c, workdir)
   return summary
-
-
-def _maybe_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top  (JAX-heavy)
-  return evaluate.evaluate(config, workdir)
-
-
-def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: int = 4,
-                     split: str = "test") -> dict[str, Any]:
-  """Solves `num` held-out puzzles with the trained (EMA) model and prints them.
-
-  MDM: each strategy of config.sampler.strategies; ARM / pi: greedy decoding in
-  the model's order. Prints the puzzles (answer tokens) and whether each is solved.
-  """
-  _check(num >= 1, f"--num_samples must be >= 1, got {num}")
-  params, saved = ckpt_lib.load_for_inference(workdir)
-  task = build_task(saved)
-  model, _ = build_model(saved, task)
-  path = store.ensure_dataset(task, split, int(saved.data.num_test), int(saved.data.seed),
-                              fileio.expand(config.data.dir),
-                              progress=False)
-  examples = {k: np.asarray(v[:num]) for k, v in store.load_examples(path).items()}
-  apply = lambda p, tokens: model.apply({"params": p}, tokens, train=False)
-  key = jax.random.PRNGKey(int(config.seed))
-  results = {}
-  if saved.objective == "mdm":
-    enc = task.mdm_encode(examples)
-    mask_id = int(task.mdm_layout().mask_id)
-    prompt = np.where(enc["maskable"], mask_id, enc["tokens"]).astype(np.int32)
-    for strategy in config.sampler.strategies:
-      sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
-                                      **sampling.strategy_options(
-                                          strategy, sampling.config_options(config.sampler)))
-      results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
-  elif saved.objective == "arm":
-    enc = task.arm_encode(examples, saved.data.ordering, np.random.default_rng(0))
-    plen = np.asarray(enc["prompt_len"], np.int32)
-    iota = np.arange(enc["tokens"].shape[1])
-    tokens = np.where(iota[None] < plen[:, None], enc["tokens"], 0).astype(np.int32)
-    out = sampling.ar_greedy_cached(model, params, jnp.asarray(tokens), jnp.asarray(plen))
-    results["greedy"] = task.arm_decode(examples, np.asarray(out))
-  else:
-    raise ValueError("--mode=sample needs an 'mdm' or 'arm' model; pi-learners only "
-                     "have a loss")
-  for name, tokens in results.items():
-    solved = task.check(examples, tokens)["solved"]
-    print(f"== {name}: solved {int(solved.sum())}/{num}")
-    for i in range(num):
-      print(f"puzzle {i} {'solved' if solved[i] else 'FAILED'}: {tokens[i].tolist()}")
-  return {name: task.check(examples, t)["solved"] for name, t in results.items()}

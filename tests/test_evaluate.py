@@ -392,12 +392,12 @@ def _small_config(root, task_name):
 
 def _initialised_checkpoint(config, workdir, step=4):
   """A checkpoint of freshly initialised params, saved by the training system."""
-  from mdm_jax import checkpoint, metrics, train
+  from mdm_jax import checkpoint, experiment, metrics, train
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(checkpoint.config_to_json(config), f)
-  task = train.build_task(config)
-  model, model_config = train.build_model(config, task)
+  task = experiment.build_task(config)
+  model, model_config = experiment.build_model(config, task)
   state = train.init_state(config, model, train.make_optimizer(config),
                            model_config.seq_len, jax.random.PRNGKey(0))
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)
@@ -484,7 +484,7 @@ def test_train_then_evaluate_end_to_end(tmp_path):
   from mdm_jax import train
   config = _small_config(tmp_path, _grid_task_name())
   workdir = str(tmp_path / "run")
-  train.train_and_evaluate(config, workdir)
+  train.train(config, workdir)
   out = ev.evaluate(config, workdir)
   assert out["step"] == 4
   assert os.path.isfile(os.path.join(workdir, "eval", "results.md"))

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from mdm_jax import experiment
 from mdm_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,8 +47,8 @@ def test_every_preset_has_the_schema_and_validates(name):
     config = module.get_config(arg)
     assert _keys(config) == schema, (name, arg)
     train.validate_config(config)
-    task = train.build_task(config)
-    _, model_config = train.build_model(config, task)
+    task = experiment.build_task(config)
+    _, model_config = experiment.build_model(config, task)
     assert model_config.causal == (config.objective in ("arm", "pi"))
     if arg.startswith("paper"):
       assert config.model.preset in ("gpt2-6m", "llama-19m", "arm-42m")

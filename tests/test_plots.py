@@ -170,14 +170,14 @@ def _pi_workdir(root, order, losses):
 
 
 def test_pi_learner_runs_and_plot(tmp_path, drawn):
-  from mdm_jax import train
+  from mdm_jax import experiment
   from mdm_jax.models import transformer
   runs = []
   for order, losses in (("uniform", [0.9, 0.8]), ("identity", [0.5, 0.4]),
                         ("closer", [0.7, 0.6]), ("much_closer", [0.6, 0.5])):
     wd, c = _pi_workdir(str(tmp_path), order, losses)
     run = plots.pi_learner_run(wd)
-    _, mc = train.build_model(c, train.build_task(c))
+    _, mc = experiment.build_model(c, experiment.build_task(c))
     per_step = 3 * transformer.flops_per_token(mc) * 16 * 12  # fwd+bwd, batch, L = 5 + 7
     np.testing.assert_allclose(run["flops"], [10 * per_step, 20 * per_step])
     np.testing.assert_array_equal(run["loss"], losses)  # the validation loss

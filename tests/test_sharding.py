@@ -16,6 +16,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from mdm_jax import sharding
+from mdm_jax import experiment
 from mdm_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def test_global_batch_splits_rows_over_all_devices():
 @pytest.fixture(scope="module")
 def batches():
   config = _tiny_config()
-  task = train.build_task(config)
+  task = experiment.build_task(config)
   enc = task.mdm_encode(task.generate("train", 48, seed=0))
   return [{k: np.asarray(v[16 * i:16 * (i + 1)]) for k, v in enc.items()} for i in range(3)]
 
@@ -120,7 +121,7 @@ _WORKER = textwrap.dedent("""
     address, pid, cfg, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     sharding.initialize_distributed(address, 2, pid)
     config = ml_collections.ConfigDict(json.load(open(cfg)))
-    summary = train.train_and_evaluate(config, workdir)
+    summary = train.train(config, workdir)
     print("SUMMARY " + json.dumps({k: v for k, v in summary.items()
                                    if isinstance(v, (int, float, bool))}))
     """)
@@ -140,7 +141,7 @@ def test_two_processes_train_together_agree_and_stop_together(tmp_path):
   config = _tiny_config(tmp_path / "data", steps=300, log_every=2, eval_every=4,
                         ckpt_every=1000)
   config.mesh.data, config.mesh.fsdp = 4, 2  # FSDP across the two processes
-  task = train.build_task(config)
+  task = experiment.build_task(config)
   for split, num, seed in (("train", 256, 0), ("test", 32, 1)):
     store.ensure_dataset(task, split, num, seed, str(tmp_path / "data"), shard_size=256,
                          progress=False)

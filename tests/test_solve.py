@@ -134,9 +134,9 @@ def _config(root, task_name="sudoku"):
 
 
 def _save_initialised(config, workdir):
-  from mdm_jax import checkpoint, train
-  task = train.build_task(config)
-  model, mc = train.build_model(config, task)
+  from mdm_jax import checkpoint, experiment, train
+  task = experiment.build_task(config)
+  model, mc = experiment.build_model(config, task)
   state = train.init_state(config, model, train.make_optimizer(config), mc.seq_len,
                            jax.random.PRNGKey(0))
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)

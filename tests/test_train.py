@@ -19,6 +19,7 @@ import pytest
 
 from mdm_jax import checkpoint
 from mdm_jax import metrics as metrics_lib
+from mdm_jax import experiment
 from mdm_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def data_dir(tmp_path_factory):
 def reference(data_dir, tmp_path_factory):
   """An uninterrupted run: (workdir, raw params, EMA params, summary)."""
   workdir = tmp_path_factory.mktemp("reference")
-  summary = train.train_and_evaluate(tiny_config(data_dir), str(workdir))
+  summary = train.train(tiny_config(data_dir), str(workdir))
   return workdir, _params(workdir, ema=False), _params(workdir), summary
 
 
@@ -197,7 +198,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
   config = tiny_config(data_dir, lr=1e30, warmup_steps=0, ckpt_every=1, steps=20,
                        eval_every=100, grad_clip=0.0)
   with pytest.raises(train.NonFiniteError, match="non-finite loss or gradient at step"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train(config, str(tmp_path))
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   steps = ckpt.all_steps()
   assert steps and max(steps) < 20
@@ -213,8 +214,8 @@ def test_causal_models_do_not_see_later_tokens(objective, causal):
     config.data.ordering = "solver"
   if objective == "pi":
     config.data.pi_order = "uniform"
-  task = train.build_task(config)
-  model, model_config = train.build_model(config, task)
+  task = experiment.build_task(config)
+  model, model_config = experiment.build_model(config, task)
   length = model_config.seq_len
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, length), jnp.int32))["params"]
   rng = np.random.default_rng(0)
@@ -254,11 +255,11 @@ def test_grad_accumulation_matches_full_batch(data_dir):
 def test_bad_config_raises_one_line_value_error(data_dir, tmp_path):
   config = tiny_config(data_dir, batch_size=12)  # not divisible by 8 devices
   with pytest.raises(ValueError, match="divisible"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train(config, str(tmp_path))
   config = tiny_config(data_dir)
   config.objective = "gan"
   with pytest.raises(ValueError, match="config.objective"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train(config, str(tmp_path))
 
 
 def test_bfloat16_compute_keeps_float32_params(data_dir):
@@ -287,7 +288,7 @@ def test_export_then_init_from_goes_on_from_the_step(data_dir, reference, tmp_pa
   _assert_same(ema_params, ema)
   _assert_same(jax.tree.map(np.asarray, checkpoint.load_for_inference(out)[0]), ema)
   config = tiny_config(data_dir, steps=STEPS + 2, init_from=out)
-  summary = train.train_and_evaluate(config, str(tmp_path / "next"))
+  summary = train.train(config, str(tmp_path / "next"))
   assert summary["step"] == STEPS + 2
   assert checkpoint.Checkpointer(str(tmp_path / "next")).latest_step() == STEPS + 2
 
@@ -297,11 +298,11 @@ def test_init_from_a_different_model_is_a_one_line_error(data_dir, reference, tm
   config = tiny_config(data_dir, init_from=str(workdir))
   config.model.overrides.d_model = 48
   with pytest.raises(ValueError, match="do not match the model"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train(config, str(tmp_path))
 
 
 def test_max_seconds_stops_saves_and_reports(data_dir, tmp_path):
   config = tiny_config(data_dir, steps=50, max_seconds=1e-6)
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  summary = train.train(config, str(tmp_path))
   assert summary["timed_out"] and summary["step"] < 50
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == summary["step"]

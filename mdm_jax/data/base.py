@@ -65,6 +65,28 @@ class Task(abc.ABC):
         'correct': bool[N, L] (per-position correctness; meaningful on maskable positions)}
     """
 
+  def answer_mask(self, examples: Examples) -> np.ndarray:
+    """bool[N, L]: the answer (maskable) positions of the MDM layout."""
+    return np.asarray(self.mdm_encode(examples)["maskable"], bool)
+
+  def mdm_prompt(self, examples: Examples) -> np.ndarray:
+    """int32[N, L]: the MDM-layout tokens with every answer position set to MASK
+    (where generation starts)."""
+    enc = self.mdm_encode(examples)
+    return np.where(enc["maskable"], int(self.mdm_layout().mask_id),
+                    enc["tokens"]).astype(np.int32)
+
+  def arm_prompt(self, examples: Examples, ordering: str,
+                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32[N, L'] of the ARM layout with every answer token blanked to 0,
+    so that no model sees it; prompt_len int32[N])."""
+    enc = self.arm_encode(examples, ordering, rng)
+    prompt_len_N = np.asarray(enc["prompt_len"], np.int32)
+    tokens_NxLp = np.asarray(enc["tokens"], np.int32)
+    iota = np.arange(tokens_NxLp.shape[1])
+    return (np.where(iota[None] < prompt_len_N[:, None], tokens_NxLp, 0).astype(np.int32),
+            prompt_len_N)
+
   def solver_rank(self, examples: Examples) -> np.ndarray | None:
     """int[N, L] in the MDM layout: when the task's own step-by-step solver fills
     each position (0 = first), -1 where it does not; None if the task has no solver
