@@ -357,7 +357,7 @@ def plot_pi_learners(runs: Sequence[Mapping[str, Any]], path: str, *,
     loss = np.asarray(run["loss"], float)
     keep = (flops > 0) & np.isfinite(loss)
     ax.plot(flops[keep], loss[keep], marker="o", ms=3, label=run["label"],
-            color=colors.get(run.get("pi_order", ""), None))
+            color=colors.get(run.get("pi_order", ""), "black"))  # black: not a pi-learner
   ax.set_xscale("log")
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel("training compute (FLOPs)")
