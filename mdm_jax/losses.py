@@ -199,21 +199,9 @@ def mdm_discrete_loss(logits_BxLxV: jax.Array, x0_BxL: jax.Array, masked_BxL: ja
 # Autoregressive and pi-learner losses.
 
 
-def ar_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
-            loss_mask_BxL: jax.Array) -> tuple[jax.Array, Metrics]:
-  """Next-token cross-entropy of a causal model applied to tokens_BxL.
-
-  logits[:, i] predicts tokens[:, i+1]; the term for target position j counts iff
-  loss_mask[:, j] (loss_mask[:, 0] is never used). Mean over counted targets.
-  """
-  b, l, _ = _check_logits(logits_BxLxV)
-  _check_tokens("tokens_BxL", tokens_BxL, b, l)
-  _check_bool("loss_mask_BxL", loss_mask_BxL, b, l)
-  if l < 2:
-    raise ValueError(f"ar_loss needs sequences of length >= 2, got L={l}")
-  logp_BxMxV = _log_probs(logits_BxLxV[:, :-1], None)
-  targets_BxM = tokens_BxL[:, 1:]
-  on_BxM = loss_mask_BxL[:, 1:]
+def _token_ce(logp_BxMxV: jax.Array, targets_BxM: jax.Array, on_BxM: jax.Array
+              ) -> tuple[jax.Array, Metrics]:
+  """Mean cross-entropy over the counted targets (on_BxM), with its metrics."""
   ce_BxM = -_gather(logp_BxMxV, targets_BxM)
   count = jnp.maximum(jnp.sum(on_BxM.astype(jnp.float32)), 1.0)
   loss = jnp.sum(jnp.where(on_BxM, ce_BxM, 0.0)) / count
@@ -226,6 +214,22 @@ def ar_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
       "num_tokens": jnp.sum(on_BxM.astype(jnp.float32)),
   }
   return loss, metrics
+
+
+def ar_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
+            loss_mask_BxL: jax.Array) -> tuple[jax.Array, Metrics]:
+  """Next-token cross-entropy of a causal model applied to tokens_BxL.
+
+  logits[:, i] predicts tokens[:, i+1]; the term for target position j counts iff
+  loss_mask[:, j] (loss_mask[:, 0] is never used). Mean over counted targets.
+  """
+  b, l, _ = _check_logits(logits_BxLxV)
+  _check_tokens("tokens_BxL", tokens_BxL, b, l)
+  _check_bool("loss_mask_BxL", loss_mask_BxL, b, l)
+  if l < 2:
+    raise ValueError(f"ar_loss needs sequences of length >= 2, got L={l}")
+  return _token_ce(_log_probs(logits_BxLxV[:, :-1], None), tokens_BxL[:, 1:],
+                   loss_mask_BxL[:, 1:])
 
 
 def pi_permutation(kind: str, length: int, seed: int) -> np.ndarray:
@@ -297,18 +301,5 @@ def pi_learner_loss(logits_BxLxV: jax.Array, tokens_BxL: jax.Array,
   _check_tokens("tokens_BxL", tokens_BxL, b, l)
   _check_bool("loss_mask_BxL", loss_mask_BxL, b, l)
   _check_perm(perm_L, l)
-  targets_BxL = apply_permutation(tokens_BxL, perm_L)
-  on_BxL = apply_permutation(loss_mask_BxL, perm_L)
-  logp_BxLxV = _log_probs(logits_BxLxV, None)
-  ce_BxL = -_gather(logp_BxLxV, targets_BxL)
-  count = jnp.maximum(jnp.sum(on_BxL.astype(jnp.float32)), 1.0)
-  loss = jnp.sum(jnp.where(on_BxL, ce_BxL, 0.0)) / count
-  correct_BxL = jnp.argmax(logp_BxLxV, axis=-1) == targets_BxL
-  metrics = {
-      "loss": loss,
-      "nats_per_token": loss,
-      "bits_per_token": loss / LN2,
-      "accuracy": jnp.sum(correct_BxL & on_BxL) / count,
-      "num_tokens": jnp.sum(on_BxL.astype(jnp.float32)),
-  }
-  return loss, metrics
+  return _token_ce(_log_probs(logits_BxLxV, None), apply_permutation(tokens_BxL, perm_L),
+                   apply_permutation(loss_mask_BxL, perm_L))

@@ -107,29 +107,15 @@ def prepare_data(config: ml_collections.ConfigDict,
   num_hard); 'eval' stands for config.eval.splits. Existing complete datasets are
   kept as they are.
   """
-  from mdm_jax import fileio  # pylint: disable=g-import-not-at-top
+  from mdm_jax import experiment  # pylint: disable=g-import-not-at-top
   from mdm_jax.data import base  # pylint: disable=g-import-not-at-top
-  from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
   c = config
   names = list(names) if names else ["train", "val", "eval"]
   names = [n for name in names for n in (c.eval.splits if name == "eval" else (name,))]
   task = base.get_task(c.task.name, **dict(c.task.params))
-  seed = int(c.data.seed)
-  sizes = {"train": ("train", int(c.data.num_train), seed),
-           "val": ("test", int(c.data.num_val), seed + 1)}
-  data_dir = fileio.expand(c.data.dir)
   out = {}
   for name in names:
-    if name in sizes:
-      split, num, split_seed = sizes[name]
-    else:
-      task.validate_split(name)
-      field = {"hard": "num_hard"}.get(name, "num_test")
-      split, num, split_seed = name, int(c.data[field]), seed
-    out[name] = store.ensure_dataset(
-        task, split, num, split_seed, data_dir, shard_size=int(c.data.shard_size) or None,
-        keep_stored_shard_size=True, progress=True,
-        workers=store.default_workers(c.data.gen_workers))
+    out[name] = experiment.dataset(c, task, name, progress=True)
     print(f"{name}: {out[name]}", flush=True)
   return out
 
