@@ -45,6 +45,11 @@ class Task(abc.ABC):
   def params(self) -> dict[str, Any]:
     """JSON-serialisable parameters; `get_task(self.name, **self.params())` rebuilds it."""
 
+  def data_params(self) -> dict[str, Any]:
+    """The parameters that change the examples (the data cache's key); default all of
+    `params()`. A task drops the ones that only change a layout's tokens."""
+    return self.params()
+
   @abc.abstractmethod
   def generate(self, split: str, num: int, seed: int) -> Examples:
     """`num` examples of `split`, a pure function of (params, split, num, seed)."""

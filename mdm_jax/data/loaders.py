@@ -118,9 +118,9 @@ class _EncodeBatch:
 
 def _check_matches_task(source: ExamplesSource, task: base.Task) -> None:
   m = source.manifest
-  if m["task"] != task.name or m["params"] != _canonical_params(task.params()):
+  if m["task"] != task.name or m["params"] != _canonical_params(task.data_params()):
     raise ValueError(f"dataset at {source.path} holds {m['task']} {m['params']}, "
-                     f"not {task.name} {_canonical_params(task.params())}")
+                     f"not {task.name} {_canonical_params(task.data_params())}")
 
 
 def process_slice(num: int, shard_index: int, shard_count: int) -> tuple[int, int]:

@@ -78,7 +78,7 @@ def dataset_dir(task: base.Task, split: str, num: int, seed: int,
                 data_dir: str) -> str:
   """`<data_dir>/<task>-<params hash>/<split>-s<seed>-n<num>` (not created)."""
   return os.path.join(fileio.expand(os.fspath(data_dir)),
-                      f"{task.name}-{params_hash(task.params())}",
+                      f"{task.name}-{params_hash(task.data_params())}",
                       f"{split}-s{seed}-n{num}")
 
 
@@ -146,7 +146,7 @@ def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
 def _identity(task: base.Task, split: str, num: int, seed: int,
               shard_size: int) -> dict[str, Any]:
   identity = {"format_version": FORMAT_VERSION, "task": task.name,
-              "params": _canonical_params(task.params()), "split": split,
+              "params": _canonical_params(task.data_params()), "split": split,
               "seed": seed, "num": num, "shard_size": shard_size,
               "num_shards": len(_shard_counts(num, shard_size))}
   extra = _canonical_params(task.data_identity(split))

@@ -416,25 +416,46 @@ class SudokuTask(Task):
   9x9 as in the paper); givens first in row-major order, then the empty cells in
   'solver' order (the strategy solver's fill order; cells it cannot fill follow in
   row-major order), 'row_major' or 'random' order.
+
+  `arm_vocab='by_role'` gives each role its own ids (rows 0..n-1, columns n..2n-1,
+  values 2n..3n-1; vocab 3n), so that a token says by itself whether it names a row,
+  a column or a digit; the default 'shared' is the paper's layout. It changes only
+  the ARM tokens, not the data (`data_params` leaves it out of the cache key).
   """
 
   name = "sudoku"
   splits = ("train", "test", "hard")
   arm_orderings = ("solver", "row_major", "random")
+  arm_vocabs = ("shared", "by_role")
 
-  def __init__(self, box_rows: int = 3, box_cols: int = 3):
+  def __init__(self, box_rows: int = 3, box_cols: int = 3, arm_vocab: str = "shared"):
     for v in (box_rows, box_cols):
       if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
         raise ValueError(f"box_rows and box_cols must be integers, got {v!r}")
     if not (box_rows >= 2 and box_cols >= 2 and box_rows * box_cols <= 9):
       raise ValueError(f"box shape {box_rows}x{box_cols} not supported; need "
                        "box_rows, box_cols >= 2 and box_rows*box_cols <= 9")
+    if arm_vocab not in self.arm_vocabs:
+      raise ValueError(f"arm_vocab={arm_vocab!r}; choose one of {', '.join(self.arm_vocabs)}")
     self.box_rows, self.box_cols = int(box_rows), int(box_cols)
+    self.arm_vocab = arm_vocab
     self.n = self.box_rows * self.box_cols
     self.geometry = ss.geometry(self.box_rows, self.box_cols)
 
   def params(self) -> dict[str, Any]:
+    p = self.data_params()
+    if self.arm_vocab != "shared":
+      p["arm_vocab"] = self.arm_vocab
+    return p
+
+  def data_params(self) -> dict[str, Any]:
     return {"box_rows": self.box_rows, "box_cols": self.box_cols}
+
+  def _role_offsets(self) -> np.ndarray:
+    """Added to (row, col, value) to make the ARM tokens."""
+    n = self.n
+    return np.array([0, n, 2 * n - 1] if self.arm_vocab == "by_role" else [0, 0, 0],
+                    np.int64)
 
   # -- data ----------------------------------------------------------------------
   def generate(self, split: str, num: int, seed: int, *,
@@ -509,7 +530,8 @@ class SudokuTask(Task):
   # -- ARM -----------------------------------------------------------------------
   def arm_layout(self, ordering: str) -> Layout:
     self._validate_ordering(ordering)
-    return Layout(seq_len=3 * self.n ** 2, vocab_size=self.n + 2)
+    vocab = 3 * self.n if self.arm_vocab == "by_role" else self.n + 2
+    return Layout(seq_len=3 * self.n ** 2, vocab_size=vocab)
 
   def _validate_ordering(self, ordering: str) -> None:
     if ordering not in self.arm_orderings:
@@ -545,7 +567,8 @@ class SudokuTask(Task):
     self._check_examples(examples)
     cells = self.cell_order(examples, ordering, rng)
     sol = np.take_along_axis(np.asarray(examples["solution"], np.int64), cells, 1)
-    tokens = np.stack([cells // self.n, cells % self.n, sol], -1).reshape(
+    tokens = (np.stack([cells // self.n, cells % self.n, sol], -1)
+              + self._role_offsets()).reshape(
         cells.shape[0], -1).astype(np.int32)
     prompt_len = 3 * (np.asarray(examples["puzzle"]) > 0).sum(1).astype(np.int32)
     loss_mask = np.arange(tokens.shape[1])[None] >= prompt_len[:, None]
@@ -561,7 +584,8 @@ class SudokuTask(Task):
     num, n = puzzle.shape[0], self.n
     if tokens.ndim != 2 or tokens.shape[0] != num or tokens.shape[1] < 3:
       raise ValueError(f"tokens must have shape [{num}, 3*k], got {tokens.shape}")
-    trip = tokens[:, :tokens.shape[1] // 3 * 3].reshape(num, -1, 3).astype(np.int64)
+    trip = (tokens[:, :tokens.shape[1] // 3 * 3].reshape(num, -1, 3).astype(np.int64)
+            - self._role_offsets())
     r, c, v = trip[..., 0], trip[..., 1], trip[..., 2]
     prompt = (puzzle > 0).sum(1)
     ok = ((r >= 0) & (r < n) & (c >= 0) & (c < n) & (v >= 1) & (v <= n)
