@@ -160,6 +160,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Semi-autoregressive blocks of this many positions (0 = off); must divide the
   # sequence length, and num_steps must be a multiple of the number of blocks.
   c.sampler.block_length = 0
+  # > 0: stream the puzzles through this many slots (continuous batching: a slot
+  # whose puzzle is done takes the next one); pays off with adaptive k_modes.
+  c.sampler.slots = 0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.splits = ("test",)

@@ -321,6 +321,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         block_length: int = 0,
                         top_k: int = 0,
                         top_p: float = 1.0,
+                        slots: int = 0,
                         arm_ordering: str | None = None,
                         arm_model: Any = None,
                         shard: bool | None = None,
@@ -338,8 +339,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       'entropy'), or ('greedy',) for a causal model decoded in `arm_ordering`.
     batch_size: puzzles per generation call (the last batch is padded).
     num_steps, schedule, k_mode, gumbel, temperature, remask, gumbel_schedule,
-      score_space, threshold, factor, entropy_budget, block_length, top_k, top_p:
-      `sampling.sample` options
+      score_space, threshold, factor, entropy_budget, block_length, top_k, top_p,
+      slots: `sampling.sample` options (slots > 0: all puzzles go to one call that
+      streams them through `slots` slots; batch_size and shard are then unused)
       ('vanilla' ignores remask and adaptive k_modes: `sampling.strategy_options`).
     arm_ordering: one of `task.arm_orderings`, for 'greedy'.
     arm_model: for 'greedy' with apply_fn: the causal `models.Transformer` behind
@@ -371,7 +373,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                  temperature=temperature, remask=remask, gumbel_schedule=gumbel_schedule,
                  score_space=score_space, threshold=threshold, factor=factor,
                  entropy_budget=entropy_budget, block_length=block_length, top_k=top_k,
-                 top_p=top_p)
+                 top_p=top_p, slots=slots)
 
   maskable_NxL = task.answer_mask(examples)
   results: dict[str, StrategyResult] = {}
@@ -407,9 +409,11 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   for strategy in strategies:
     runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
                          params=params, mask_id=mask_id, options=options)
+    streamed = bool(options["slots"])
     (out_tokens, order, steps, nfe), seconds, timed = _run_batched(
-        lambda t, k: _as_tuple(runner(t, k)), (start_NxL,), batch_size=batch_size,
-        key=key, shard=shard)
+        lambda t, k: _as_tuple(runner(t, k)), (start_NxL,),
+        batch_size=start_NxL.shape[0] if streamed else batch_size, key=key,
+        shard=False if streamed else shard)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
                     seconds, timed, nfe)
     results[strategy] = result

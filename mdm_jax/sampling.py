@@ -156,6 +156,19 @@ class _State:
   nfe_B: jax.Array  # int32[B]: forward passes the row needed
   stale_B: jax.Array  # bool[B]: the row changed since the last forward pass
   logits_BxLxV: jax.Array | None  # the last forward's logits (when they can be reused)
+  given_BxL: jax.Array  # bool[B, L]: the row's prompt positions (never change)
+
+
+@flax.struct.dataclass
+class _Stream:
+  """`_State` over B slots, plus the queue of N rows they work through."""
+  slots: _State
+  row_B: jax.Array  # int32[B]: the queue row in each slot, -1 once the queue is empty
+  next_row: jax.Array  # int32 scalar: the first queue row not yet started
+  tokens_NxL: jax.Array  # the results, written when a row finishes
+  order_NxL: jax.Array
+  steps_N: jax.Array
+  nfe_N: jax.Array
 
 
 # ----------------------------------------------------------------------------------
@@ -215,8 +228,8 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
                    remask: Any, gumbel_schedule: Any = "constant",
                    score_space: Any = "prob", threshold: Any = None,
                    factor: Any = None, entropy_budget: Any = None,
-                   block_length: Any = 0, top_k: Any = 0, top_p: Any = 1.0
-                   ) -> schedules.Schedule:
+                   block_length: Any = 0, top_k: Any = 0, top_p: Any = 1.0,
+                   slots: Any = 0) -> schedules.Schedule:
   """Validates the static options; returns the Schedule object."""
   if isinstance(mask_id, bool) or not isinstance(mask_id, (int, np.integer)):
     raise ValueError(f"mask_id must be a Python int, got {mask_id!r}")
@@ -251,6 +264,8 @@ def _check_options(*, mask_id: Any, strategy: Any, num_steps: Any, schedule: Any
       or block_length < 0):
     raise ValueError(f"block_length must be an int >= 0 (0 = no blocks), got "
                      f"{block_length!r}")
+  if isinstance(slots, bool) or not isinstance(slots, (int, np.integer)) or slots < 0:
+    raise ValueError(f"slots must be an int >= 0 (0 = no streaming), got {slots!r}")
   if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
     raise ValueError(f"top_k must be an int >= 0 (0 = all tokens), got {top_k!r}")
   top_p = _check_float("top_p", top_p, low=0.0, low_open=True, high=1.0)
@@ -592,20 +607,24 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                  score_space: str = "prob", threshold: float | None = None,
                  factor: float | None = None, entropy_budget: float | None = None,
                  block_length: int = 0, top_k: int = 0, top_p: float = 1.0,
-                 reuse_logits: bool = True) -> SampleOutput:
+                 slots: int = 0, reuse_logits: bool = True) -> SampleOutput:
   """The sampler itself (traceable; arguments already validated).
 
+  slots: 0 decodes the B rows of `tokens_BxL` together; > 0 streams them through
+    that many slots (`sample`'s docstring).
   reuse_logits: skip the forward pass when no row changed since the last one (only
   built when a step can fix nothing: 'vanilla' or 'binomial'); False is for tests.
   """
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  queue_NxL = tokens_BxL
+  if slots:  # the loop below works on the slots; the queue is refilled from
+    tokens_BxL = jnp.zeros((slots, queue_NxL.shape[1]), jnp.int32)
   shape_BxL = tokens_BxL.shape
   length = shape_BxL[1]
   _check_blocks(block_length, length, num_steps)
   num_blocks = length // block_length if block_length else 1
   block_steps = num_steps // num_blocks  # S: the K schedule's steps within a block
   p_S = jnp.asarray(unmask_probs(schedule, block_steps))
-  given_BxL = tokens_BxL != mask_id  # never changes
   block_id_L = jnp.arange(length) // block_length if block_length else None
   reuse = reuse_logits and (strategy == "vanilla" or k_mode == "binomial")
 
@@ -618,8 +637,20 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
   def cond(state: _State) -> jax.Array:
     return (state.step < num_steps) & jnp.any(state.tokens_BxL == mask_id)
 
-  def body(state: _State) -> _State:
-    step = state.step
+  def uniforms(state: _State, size: int, row_B: jax.Array | None) -> jax.Array:
+    """float32[B, L, size] in (0, 1): one RNG call per step, keyed by the step; in
+    a stream, per row, keyed by (queue row, the row's own step)."""
+    kw = dict(minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+    if row_B is None:
+      return jax.random.uniform(jax.random.fold_in(key, state.step),
+                                shape_BxL + (size,), **kw)
+    one = lambda r, s: jax.random.uniform(
+        jax.random.fold_in(jax.random.fold_in(key, r), s), (length, size), **kw)
+    return jax.vmap(one)(row_B, state.steps_B)
+
+  def body(state: _State, row_B: jax.Array | None = None) -> _State:
+    step = state.steps_B  # int32[B]: each row's own step (while it is active)
+    given_BxL = state.given_BxL
     masked_BxL = state.tokens_BxL == mask_id
     active_B = jnp.any(masked_BxL, axis=-1)
     if block_length:  # the row's current block: the first one with a MASK
@@ -634,7 +665,8 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
       gen_BxL = ~given_BxL & in_block_BxL  # positions remasking may touch
     else:
       block_B = sub_B = state.block_B
-      p_B, last_B = p_S[step], step == num_steps - 1
+      p_B = p_S[jnp.minimum(step, num_steps - 1)]
+      last_B = step == num_steps - 1
       t_B = 1.0 - step.astype(jnp.float32) / num_steps
       cand_BxL, gen_BxL = masked_BxL, ~given_BxL
     num_cand_B = jnp.sum(cand_BxL, axis=-1, dtype=jnp.int32)
@@ -653,9 +685,7 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
                                temperature=temperature, vocab_size=vocab_size)
     noise = {}
     if channels:  # one RNG call per step, sliced into independent uniforms
-      size = max(c.stop for c in channels.values())
-      u_BxLxN = jax.random.uniform(jax.random.fold_in(key, step), shape_BxL + (size,),
-                                   minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
+      u_BxLxN = uniforms(state, max(c.stop for c in channels.values()), row_B)
       noise = {name: u_BxLxN[..., c] if name == "value" else u_BxLxN[..., c.start]
                for name, c in channels.items()}
     score_BxL, values_BxL, extras = _scores_and_values(
@@ -695,17 +725,18 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
       unfix_BxL = active_B[:, None] & gen_BxL & ~select_BxL
       tokens_BxL = jnp.where(select_BxL, values_BxL,
                              jnp.where(unfix_BxL, mask_id, state.tokens_BxL))
-      order_BxL = jnp.where(fresh_BxL, step, jnp.where(unfix_BxL, -1, state.order_BxL))
+      order_BxL = jnp.where(fresh_BxL, step[:, None],
+                            jnp.where(unfix_BxL, -1, state.order_BxL))
     else:
       tokens_BxL = jnp.where(select_BxL, values_BxL, state.tokens_BxL)
-      order_BxL = jnp.where(select_BxL, step, state.order_BxL)
+      order_BxL = jnp.where(select_BxL, step[:, None], state.order_BxL)
     active_i32_B = active_B.astype(jnp.int32)
-    return _State(step=step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
+    return _State(step=state.step + 1, tokens_BxL=tokens_BxL, order_BxL=order_BxL,
                   steps_B=state.steps_B + active_i32_B, block_B=block_B,
                   sub_B=sub_B + active_i32_B if block_length else sub_B,
                   nfe_B=state.nfe_B + need_B.astype(jnp.int32),
                   stale_B=jnp.any(tokens_BxL != state.tokens_BxL, axis=-1),
-                  logits_BxLxV=logits_BxLxV if reuse else None)
+                  logits_BxLxV=logits_BxLxV if reuse else None, given_BxL=given_BxL)
 
   zeros_B = jnp.zeros(shape_BxL[:1], jnp.int32)
   logits0 = None
@@ -715,15 +746,73 @@ def _sample_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *,
   init = _State(step=jnp.zeros((), jnp.int32), tokens_BxL=tokens_BxL,
                 order_BxL=jnp.full(shape_BxL, -1, jnp.int32), steps_B=zeros_B,
                 block_B=zeros_B, sub_B=zeros_B, nfe_B=zeros_B,
-                stale_B=jnp.ones(shape_BxL[:1], bool), logits_BxLxV=logits0)
-  final = jax.lax.while_loop(cond, body, init)
-  return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL, steps=final.steps_B,
-                      nfe=final.nfe_B)
+                stale_B=jnp.ones(shape_BxL[:1], bool), logits_BxLxV=logits0,
+                given_BxL=tokens_BxL != mask_id)
+  if not slots:
+    final = jax.lax.while_loop(cond, body, init)
+    return SampleOutput(tokens=final.tokens_BxL, order=final.order_BxL,
+                        steps=final.steps_B, nfe=final.nfe_B)
+  return _stream(body, init, queue_NxL, mask_id=mask_id)
+
+
+def _stream(body: Callable[[_State, jax.Array], _State], init: _State,
+            queue_NxL: jax.Array, *, mask_id: int) -> SampleOutput:
+  """Continuous batching: B slots decode the N queue rows; after each step every
+  slot whose row has no MASK left hands its result back and takes the next row."""
+  num = queue_NxL.shape[0]
+  num_slots = init.tokens_BxL.shape[0]
+
+  def refill(state: _Stream, done_B: jax.Array) -> _Stream:
+    s = state.slots
+    new_B = state.next_row + jnp.cumsum(done_B.astype(jnp.int32)) - 1
+    take_B = done_B & (new_B < num)
+    src_BxL = jnp.take(queue_NxL, jnp.clip(new_B, 0, num - 1), axis=0)
+    tokens_BxL = jnp.where(take_B[:, None], src_BxL, s.tokens_BxL)
+    reset_B, reset_BxL = ~take_B, ~take_B[:, None]
+    slots = s.replace(
+        tokens_BxL=tokens_BxL,
+        given_BxL=jnp.where(take_B[:, None], src_BxL != mask_id, s.given_BxL),
+        order_BxL=jnp.where(reset_BxL, s.order_BxL, -1),
+        steps_B=jnp.where(reset_B, s.steps_B, 0), block_B=jnp.where(reset_B, s.block_B, 0),
+        sub_B=jnp.where(reset_B, s.sub_B, 0), nfe_B=jnp.where(reset_B, s.nfe_B, 0),
+        stale_B=s.stale_B | take_B)
+    return state.replace(
+        slots=slots, row_B=jnp.where(done_B, jnp.where(take_B, new_B, -1), state.row_B),
+        next_row=state.next_row + jnp.sum(done_B, dtype=jnp.int32))
+
+  def finish(state: _Stream) -> _Stream:
+    s = state.slots
+    done_B = (state.row_B >= 0) & ~jnp.any(s.tokens_BxL == mask_id, axis=-1)
+    dest_B = jnp.where(done_B, state.row_B, num)  # out of range: dropped
+    put = lambda out, x: out.at[dest_B].set(x, mode="drop")
+    state = state.replace(tokens_NxL=put(state.tokens_NxL, s.tokens_BxL),
+                          order_NxL=put(state.order_NxL, s.order_BxL),
+                          steps_N=put(state.steps_N, s.steps_B),
+                          nfe_N=put(state.nfe_N, s.nfe_B))
+    return refill(state, done_B)
+
+  def cond(state: _Stream) -> jax.Array:
+    return jnp.any(state.row_B >= 0)
+
+  def step(state: _Stream) -> _Stream:
+    slots = body(state.slots, jnp.maximum(state.row_B, 0))
+    return finish(state.replace(slots=slots))
+
+  empty_B = jnp.full((num_slots,), -1, jnp.int32)
+  zeros_N = jnp.zeros((num,), jnp.int32)
+  start = _Stream(slots=init, row_B=empty_B, next_row=jnp.zeros((), jnp.int32),
+                  tokens_NxL=queue_NxL, order_NxL=jnp.full(queue_NxL.shape, -1, jnp.int32),
+                  steps_N=zeros_N, nfe_N=zeros_N)
+  start = refill(start, jnp.ones((num_slots,), bool))  # every slot takes a row
+  final = jax.lax.while_loop(cond, step, start)
+  return SampleOutput(tokens=final.tokens_NxL, order=final.order_NxL,
+                      steps=final.steps_N, nfe=final.nfe_N)
 
 
 _STATIC = ("logits_fn", "mask_id", "strategy", "num_steps", "schedule", "k_mode",
            "gumbel", "temperature", "remask", "gumbel_schedule", "score_space",
-           "threshold", "factor", "entropy_budget", "block_length", "top_k", "top_p")
+           "threshold", "factor", "entropy_budget", "block_length", "top_k", "top_p",
+           "slots")
 _sample_jit = jax.jit(_sample_loop, static_argnames=_STATIC)
 
 
@@ -739,7 +828,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
            gumbel_schedule: str = "constant", score_space: str = "prob",
            threshold: float | None = None, factor: float | None = None,
            entropy_budget: float | None = None, block_length: int = 0,
-           top_k: int = 0, top_p: float = 1.0) -> SampleOutput:
+           top_k: int = 0, top_p: float = 1.0, slots: int = 0) -> SampleOutput:
   """Generates every MASK position of `tokens_BxL`; traceable (usable inside jit).
 
   Args:
@@ -776,6 +865,15 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
       likely tokens whose (tempered, top-k) probability reaches top_p (1 = all).
     remask: re-predict all generated positions each step and keep only the
       best-scoring ones (Ye et al. 2024); `order` then holds the last fixing step.
+    slots: 0 decodes the B rows together: every forward pass runs on all B rows
+      until the slowest is done. slots = S > 0 streams them (continuous batching):
+      S rows at a time, and after each step every slot whose row has no MASK left
+      takes the next row, so the model runs on S busy rows while the queue lasts
+      (with adaptive k_modes rows finish at different steps). The random numbers
+      are then keyed by (row, the row's own step), so a row's result does not
+      depend on S or on the other rows; without noise (gumbel 0, temperature 0,
+      k_mode not 'binomial', strategy not 'vanilla' or 'random') it equals the
+      slots=0 result.
 
   Returns:
     SampleOutput(tokens int32[B, L], order int32[B, L], steps int32[B], nfe
@@ -787,7 +885,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
                             gumbel_schedule=gumbel_schedule, score_space=score_space,
                             threshold=threshold, factor=factor,
                             entropy_budget=entropy_budget, block_length=block_length,
-                            top_k=top_k, top_p=top_p)
+                            top_k=top_k, top_p=top_p, slots=slots)
   adaptive = _adaptive_options(strategy=strategy, k_mode=k_mode, threshold=threshold,
                                factor=factor, entropy_budget=entropy_budget)
   if not callable(logits_fn):
@@ -806,7 +904,7 @@ def sample(logits_fn: LogitsFn, tokens_BxL: jax.Array, key: jax.Array, *, mask_i
              gumbel=float(gumbel), temperature=float(temperature), remask=bool(remask),
              gumbel_schedule=gumbel_schedule, score_space=score_space,
              block_length=int(block_length), top_k=int(top_k), top_p=float(top_p),
-             **adaptive)
+             slots=int(slots), **adaptive)
 
 
 # Options of `sample` that a config's `sampler` section sets, with their defaults.
@@ -814,7 +912,7 @@ CONFIG_OPTIONS: dict[str, Any] = dict(
     num_steps=50, schedule="linear", k_mode="deterministic", gumbel=0.0,
     gumbel_schedule="constant", score_space="prob", temperature=0.0, remask=False,
     threshold=DEFAULT_THRESHOLD, factor=DEFAULT_FACTOR,
-    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0, top_k=0, top_p=1.0)
+    entropy_budget=DEFAULT_ENTROPY_BUDGET, block_length=0, top_k=0, top_p=1.0, slots=0)
 
 
 def config_options(sampler_config: Any = None, **overrides: Any) -> dict[str, Any]:
@@ -885,7 +983,8 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
   opts = dict(strategy="margin", num_steps=50, schedule="linear",
               k_mode="deterministic", gumbel=0.0, temperature=0.0, remask=False,
               gumbel_schedule="constant", score_space="prob", threshold=None,
-              factor=None, entropy_budget=None, block_length=0, top_k=0, top_p=1.0)
+              factor=None, entropy_budget=None, block_length=0, top_k=0, top_p=1.0,
+              slots=0)
   opts.update(options)
   opts["schedule"] = _check_options(**opts)
   opts.update(_adaptive_options(strategy=opts["strategy"], k_mode=opts["k_mode"],
@@ -894,7 +993,8 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
   opts.update(mask_id=int(opts["mask_id"]), num_steps=int(opts["num_steps"]),
               gumbel=float(opts["gumbel"]), temperature=float(opts["temperature"]),
               remask=bool(opts["remask"]), block_length=int(opts["block_length"]),
-              top_k=int(opts["top_k"]), top_p=float(opts["top_p"]))
+              top_k=int(opts["top_k"]), top_p=float(opts["top_p"]),
+              slots=int(opts["slots"]))
 
   @jax.jit
   def run(params: Any, tokens_BxL: jax.Array, key: jax.Array) -> SampleOutput:

@@ -167,6 +167,11 @@ def test_apply_fn_path_matches_logits_fn_and_batching(puzzles):
     assert r.tokens_NxL.shape == x0.shape and r.solved == 1.0
   np.testing.assert_array_equal(a.order_NxL, b.order_NxL)
   np.testing.assert_array_equal(b.order_NxL, c.order_NxL)  # margin+argmax: no randomness
+  e = ev.evaluate_strategies(task, examples, key=key, logits_fn=fn, strategies=("margin",),
+                             num_steps=8, slots=3)["margin"]  # streamed, 3 slots
+  np.testing.assert_array_equal(e.order_NxL, b.order_NxL)
+  np.testing.assert_array_equal(e.tokens_NxL, b.tokens_NxL)
+  assert e.mean_nfe == b.mean_nfe
 
 
 def _arm_oracle(arm_tokens_NxL, prompt_len_N, vocab):

@@ -969,3 +969,86 @@ def test_gumbel_max_far_tail_matches_exactly_computed_probability():
   count = int(wins(key0, key1))
   want = n / (1 + np.exp(12.0))
   assert abs(count - want) < 5 * np.sqrt(want), (count, want)
+
+
+def _stream_case(seed=0, rows=11, length=12, vocab=6):
+  rng = np.random.default_rng(seed)
+  mask_id = vocab - 1
+  tokens = rng.integers(0, mask_id, size=(rows, length)).astype(np.int32)
+  tokens[rng.random((rows, length)) < rng.uniform(0.2, 0.9, (rows, 1))] = mask_id
+  tokens[3] = rng.integers(0, mask_id, length)  # a row with nothing to generate
+  return jnp.asarray(tokens), mask_id, _mixing_fn(length, vocab, seed + 1)
+
+
+@pytest.mark.parametrize("options", [
+    dict(strategy="margin"),
+    dict(strategy="top_prob", k_mode="threshold", threshold=0.4),
+    dict(strategy="entropy", k_mode="entropy_bounded", entropy_budget=0.5),
+    dict(strategy="margin", k_mode="factor", factor=1.0),
+    dict(strategy="margin", block_length=4, num_steps=12),
+    dict(strategy="entropy", remask=True, num_steps=6),
+])
+@pytest.mark.parametrize("slots", [1, 4, 11, 16])
+def test_streaming_equals_the_whole_batch_without_noise(options, slots):
+  tokens, mask_id, logits_fn = _stream_case()
+  kwargs = dict(mask_id=mask_id, num_steps=10)
+  kwargs.update(options)
+  key = jax.random.key(0)
+  whole = sampling.sample(logits_fn, tokens, key, **kwargs)
+  stream = sampling.sample(logits_fn, tokens, key, slots=slots, **kwargs)
+  for name in ("tokens", "order", "steps", "nfe"):
+    np.testing.assert_array_equal(getattr(stream, name), getattr(whole, name), err_msg=name)
+  assert int(whole.steps[3]) == 0 and int(stream.nfe[3]) == 0
+
+
+@pytest.mark.parametrize("options", [
+    dict(strategy="margin", gumbel=0.5, temperature=1.0),
+    dict(strategy="vanilla", temperature=0.7, num_steps=30),
+    dict(strategy="random", k_mode="binomial"),
+])
+def test_streamed_rows_do_not_depend_on_the_slots(options):
+  tokens, mask_id, logits_fn = _stream_case(seed=2)
+  kwargs = dict(mask_id=mask_id, num_steps=8)
+  kwargs.update(options)
+  key = jax.random.key(5)
+  outs = [sampling.sample(logits_fn, tokens, key, slots=s, **kwargs) for s in (1, 3, 11)]
+  for out in outs[1:]:
+    for name in ("tokens", "order", "steps", "nfe"):
+      np.testing.assert_array_equal(getattr(out, name), getattr(outs[0], name),
+                                    err_msg=name)
+  t = np.asarray(outs[0].tokens)
+  assert not (t == mask_id).any()
+  given = np.asarray(tokens) != mask_id
+  np.testing.assert_array_equal(t[given], np.asarray(tokens)[given])
+
+
+def test_streaming_keeps_every_slot_busy():
+  """With threshold decoding rows finish at different steps; streamed, the loop runs
+  about sum(nfe) / slots iterations instead of waiting for each batch's slowest row."""
+  tokens, mask_id, logits_fn = _stream_case(seed=3, rows=40)
+  calls = []
+
+  def counting_fn(t):
+    jax.debug.callback(lambda: calls.append(1))
+    return logits_fn(t)
+
+  kwargs = dict(mask_id=mask_id, num_steps=12, strategy="top_prob", k_mode="threshold",
+                threshold=0.95)
+  key = jax.random.key(1)
+  out = sampling.sample(counting_fn, tokens, key, slots=8, **kwargs)
+  jax.effects_barrier()
+  streamed_calls, calls[:] = len(calls), []
+  nfe = np.asarray(out.nfe)
+  assert streamed_calls <= int(np.ceil(nfe.sum() / 8)) + int(nfe.max())
+  for i in range(0, 40, 8):  # the same rows in batches of 8
+    sampling.sample(counting_fn, tokens[i:i + 8], key, **kwargs)
+  jax.effects_barrier()
+  assert len(calls) == sum(int(nfe[i:i + 8].max()) for i in range(0, 40, 8))
+  assert nfe.min() < nfe.max() and streamed_calls < len(calls)
+
+
+def test_streaming_rejects_bad_slots():
+  tokens, mask_id, logits_fn = _stream_case()
+  for bad in (-1, 2.5, True, "4"):
+    with pytest.raises(ValueError, match="slots"):
+      sampling.sample(logits_fn, tokens, jax.random.key(0), mask_id=mask_id, slots=bad)

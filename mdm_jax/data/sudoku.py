@@ -419,14 +419,17 @@ class SudokuTask(Task):
 
   `arm_vocab='by_role'` gives each role its own ids (rows 0..n-1, columns n..2n-1,
   values 2n..3n-1; vocab 3n), so that a token says by itself whether it names a row,
-  a column or a digit; the default 'shared' is the paper's layout. It changes only
-  the ARM tokens, not the data (`data_params` leaves it out of the cache key).
+  a column or a digit. `arm_vocab='cell'` writes each cell as one token: (cell,
+  value) pairs, cell ids r*n + c in 0..n*n-1 and values n*n..n*n+n-1 (vocab n*n+n,
+  2*n*n tokens), so that one embedding names the cell, as a position does for the
+  MDM. The default 'shared' is the paper's layout. The choice changes only the ARM
+  tokens, not the data (`data_params` leaves it out of the cache key).
   """
 
   name = "sudoku"
   splits = ("train", "test", "hard")
   arm_orderings = ("solver", "row_major", "random")
-  arm_vocabs = ("shared", "by_role")
+  arm_vocabs = ("shared", "by_role", "cell")
 
   def __init__(self, box_rows: int = 3, box_cols: int = 3, arm_vocab: str = "shared"):
     for v in (box_rows, box_cols):
@@ -451,11 +454,30 @@ class SudokuTask(Task):
   def data_params(self) -> dict[str, Any]:
     return {"box_rows": self.box_rows, "box_cols": self.box_cols}
 
-  def _role_offsets(self) -> np.ndarray:
-    """Added to (row, col, value) to make the ARM tokens."""
+  @property
+  def _arm_width(self) -> int:
+    """ARM tokens per cell: (row, col, value) or, with arm_vocab 'cell', (cell, value)."""
+    return 2 if self.arm_vocab == "cell" else 3
+
+  def _arm_tokens(self, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """int64[N, C, width]: the ARM tokens of (cell, value) pairs."""
     n = self.n
-    return np.array([0, n, 2 * n - 1] if self.arm_vocab == "by_role" else [0, 0, 0],
-                    np.int64)
+    if self.arm_vocab == "cell":
+      return np.stack([cells, n * n + values - 1], -1)
+    offsets = np.array([0, n, 2 * n - 1] if self.arm_vocab == "by_role" else [0, 0, 0])
+    return np.stack([cells // n, cells % n, values], -1) + offsets
+
+  def _arm_cells(self, groups: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(row, col, value) of int64[N, K, width] token groups (out of range where the
+    tokens are not a valid cell or value)."""
+    n = self.n
+    if self.arm_vocab == "cell":
+      cell, v = groups[..., 0], groups[..., 1] - n * n + 1
+      bad = (cell < 0) | (cell >= n * n)
+      return np.where(bad, -1, cell // n), np.where(bad, -1, cell % n), v
+    offsets = np.array([0, n, 2 * n - 1] if self.arm_vocab == "by_role" else [0, 0, 0])
+    g = groups - offsets
+    return g[..., 0], g[..., 1], g[..., 2]
 
   # -- data ----------------------------------------------------------------------
   def generate(self, split: str, num: int, seed: int, *,
@@ -530,8 +552,9 @@ class SudokuTask(Task):
   # -- ARM -----------------------------------------------------------------------
   def arm_layout(self, ordering: str) -> Layout:
     self._validate_ordering(ordering)
-    vocab = 3 * self.n if self.arm_vocab == "by_role" else self.n + 2
-    return Layout(seq_len=3 * self.n ** 2, vocab_size=vocab)
+    n = self.n
+    vocab = {"shared": n + 2, "by_role": 3 * n, "cell": n * n + n}[self.arm_vocab]
+    return Layout(seq_len=self._arm_width * n * n, vocab_size=vocab)
 
   def _validate_ordering(self, ordering: str) -> None:
     if ordering not in self.arm_orderings:
@@ -567,10 +590,9 @@ class SudokuTask(Task):
     self._check_examples(examples)
     cells = self.cell_order(examples, ordering, rng)
     sol = np.take_along_axis(np.asarray(examples["solution"], np.int64), cells, 1)
-    tokens = (np.stack([cells // self.n, cells % self.n, sol], -1)
-              + self._role_offsets()).reshape(
-        cells.shape[0], -1).astype(np.int32)
-    prompt_len = 3 * (np.asarray(examples["puzzle"]) > 0).sum(1).astype(np.int32)
+    tokens = self._arm_tokens(cells, sol).reshape(cells.shape[0], -1).astype(np.int32)
+    prompt_len = (self._arm_width * (np.asarray(examples["puzzle"]) > 0).sum(1)
+                  ).astype(np.int32)
     loss_mask = np.arange(tokens.shape[1])[None] >= prompt_len[:, None]
     return {"tokens": tokens, "loss_mask": loss_mask, "prompt_len": prompt_len}
 
@@ -582,11 +604,11 @@ class SudokuTask(Task):
     tokens = np.asarray(tokens_NxLp)
     puzzle = np.asarray(examples["puzzle"])
     num, n = puzzle.shape[0], self.n
-    if tokens.ndim != 2 or tokens.shape[0] != num or tokens.shape[1] < 3:
-      raise ValueError(f"tokens must have shape [{num}, 3*k], got {tokens.shape}")
-    trip = (tokens[:, :tokens.shape[1] // 3 * 3].reshape(num, -1, 3).astype(np.int64)
-            - self._role_offsets())
-    r, c, v = trip[..., 0], trip[..., 1], trip[..., 2]
+    w = self._arm_width
+    if tokens.ndim != 2 or tokens.shape[0] != num or tokens.shape[1] < w:
+      raise ValueError(f"tokens must have shape [{num}, {w}*k], got {tokens.shape}")
+    trip = tokens[:, :tokens.shape[1] // w * w].reshape(num, -1, w).astype(np.int64)
+    r, c, v = self._arm_cells(trip)
     prompt = (puzzle > 0).sum(1)
     ok = ((r >= 0) & (r < n) & (c >= 0) & (c < n) & (v >= 1) & (v <= n)
           & (np.arange(trip.shape[1])[None] >= prompt[:, None]))
