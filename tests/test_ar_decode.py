@@ -51,8 +51,10 @@ def test_decode_step_logits_match_the_full_forward(style):
   # The prefilled cache holds the same keys / values as step-by-step writes.
   prefilled = kv_cache.prefill(model, {"params": params}, tokens)
   for (k1, v1), (k2, v2) in zip(prefilled, cache):
-    np.testing.assert_allclose(k1, k2, atol=1e-5)
-    np.testing.assert_allclose(v1, v2, atol=1e-5)
+    # float32: a whole-sequence and a one-token matmul round differently (~1e-5 on
+    # keys of size ~1); a wrong slot or position would differ by O(1).
+    np.testing.assert_allclose(k1, k2, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(v1, v2, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
