@@ -5,7 +5,8 @@ r"""Which part of the Sudoku ARM's target has it learned? A teacher-forced probe
 DATASET_DIR is a stored split of the run's task (e.g. ~/.cache/mdm_jax/sudoku-*/
 test-s1-n512, the validation set). On the answer part of each sequence, in the run's
 ordering, prints the next-token cross-entropy (nats; chance ln n) and argmax accuracy
-separately for the row, column and value tokens of each (row, col, value) triple.
+separately for each role of a cell's tokens: row, column and value of a (row, col,
+value) triple, or cell and value of a (cell, value) pair (`arm_vocab='cell'`).
 """
 from __future__ import annotations
 
@@ -43,10 +44,12 @@ def main(argv=None) -> int:
   target_NxM, on_NxM = tokens_NxL[:, 1:], on_NxL[:, 1:]
   ce_NxM = -np.take_along_axis(logp_NxLxV[:, :-1], target_NxM[..., None], 2)[..., 0]
   hit_NxM = logp_NxLxV[:, :-1].argmax(-1) == target_NxM
-  role_M = np.arange(1, tokens_NxL.shape[1]) % 3
+  roles = {"cell": ("cell", "value"), "joint": ("cell+value",)}.get(
+      task.arm_vocab, ("row", "col", "value"))
+  role_M = np.arange(1, tokens_NxL.shape[1]) % len(roles)
   print(f"{args.workdir} ({saved.data.ordering} order), {len(tokens_NxL)} sequences; "
-        f"chance CE ln {task.n} = {np.log(task.n):.3f}")
-  for r, name in enumerate(("row", "col", "value")):
+        f"chance CE of a value ln {task.n} = {np.log(task.n):.3f}")
+  for r, name in enumerate(roles):
     sel = on_NxM & (role_M == r)[None]
     print(f"{name:5s} CE {ce_NxM[sel].mean():.3f} nats, argmax accuracy {hit_NxM[sel].mean():.3f}")
   return 0

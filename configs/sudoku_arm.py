@@ -1,9 +1,10 @@
 r"""Sudoku autoregressive baseline (Shah et al.; the ARM rows of Kim et al. 2025, Table 2).
 
-`--config=configs/sudoku_arm.py:<preset>[,<ordering>][,by_role|cell][,rope][,bf16]`,
+`--config=configs/sudoku_arm.py:<preset>[,<ordering>][,by_role|cell|joint][,rope][,bf16]`,
 orderings 'solver' (the "with ordering" row of Table 2, default), 'row_major',
 'random'; `by_role` gives rows, columns and digits their own token ids, `cell` writes
-(cell, value) pairs instead of (row, col, value) triples (`SudokuTask(arm_vocab=...)`);
+(cell, value) pairs instead of (row, col, value) triples, `joint` one token per filled
+cell (cell and value in one id) (`SudokuTask(arm_vocab=...)`);
 `rope`: rotary instead of learned positions.
 Presets:
   demo   6x6 Sudoku (2x3 boxes), tiny causal model, minutes on a CPU: exercises the
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None):
       c.train.val_batches, c.train.val_puzzles = 8, 256
       c.eval.num_puzzles, c.eval.batch_size = 10_000, 500
   extra = {o: (lambda c, o=o: setattr(c.data, "ordering", o)) for o in ORDERINGS}
-  for vocab in ("by_role", "cell"):
+  for vocab in ("by_role", "cell", "joint"):
     extra[vocab] = lambda c, v=vocab: c.task.params.update({"arm_vocab": v})
   extra["rope"] = lambda c: setattr(c.model.overrides, "positional", "rope")
   common.apply_options(c, options, extra)

@@ -40,6 +40,61 @@ def merge_saved(saved: ml_collections.ConfigDict | dict[str, Any]
   return config_from_json(_merged(config_to_json(base_config()), dict(saved)))
 
 
+def _check(cond: bool, msg: str) -> None:
+  if not cond:
+    raise ValueError(msg)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Python-side checks of the fields training uses; one-line ValueErrors."""
+  # pylint: disable=g-import-not-at-top  (configs import this module: keep it light)
+  from mdm_jax import experiment, losses, sampling, schedules
+  t = config.train
+  _check(config.objective in experiment.OBJECTIVES,
+         f"config.objective={config.objective!r}; choose one of {', '.join(experiment.OBJECTIVES)}")
+  for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every",
+               "ckpt_every", "keep"):
+    _check(int(t[name]) >= 1, f"config.train.{name} must be >= 1, got {t[name]}")
+  for name in ("warmup_steps", "val_batches", "val_puzzles", "keep_best"):
+    _check(int(t[name]) >= 0, f"config.train.{name} must be >= 0, got {t[name]}")
+  _check(t.lr > 0, f"config.train.lr must be > 0, got {t.lr}")
+  _check(0.0 <= t.end_lr_factor, f"config.train.end_lr_factor must be >= 0, got {t.end_lr_factor}")
+  _check(0.0 <= t.b1 < 1.0 and 0.0 <= t.b2 < 1.0,
+         f"config.train.b1/b2 must be in [0, 1), got {t.b1}, {t.b2}")
+  _check(t.weight_decay >= 0, f"config.train.weight_decay must be >= 0, got {t.weight_decay}")
+  _check(float(t.max_seconds) >= 0,
+         f"config.train.max_seconds must be >= 0 (0 = no limit), got {t.max_seconds}")
+  _check(t.grad_clip >= 0, f"config.train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+  _check(0.0 <= t.ema_decay < 1.0, f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}")
+  _check(t.batch_size % t.grad_accum == 0,
+         f"config.train.batch_size={t.batch_size} must be divisible by "
+         f"config.train.grad_accum={t.grad_accum}")
+  _check(config.eval.get("params", "ema") in ("ema", "raw"),
+         f"config.eval.params={config.eval.get('params')!r}; choose 'ema' or 'raw'")
+  _check(config.model.dtype in ("float32", "bfloat16"),
+         f"config.model.dtype={config.model.dtype!r}; choose 'float32' or 'bfloat16'")
+  if config.objective == "mdm":
+    schedules.get_schedule(config.diffusion.schedule)
+    _check(config.diffusion.loss in ("continuous", "discrete"),
+           f"config.diffusion.loss={config.diffusion.loss!r}; choose 'continuous' or 'discrete'")
+    _check(int(config.diffusion.discrete_steps) >= 1,
+           "config.diffusion.discrete_steps must be >= 1")
+    _check(config.diffusion.get("weighting", "elbo") in losses.WEIGHTINGS,
+           f"config.diffusion.weighting={config.diffusion.get('weighting')!r}; choose one "
+           f"of {', '.join(losses.WEIGHTINGS)}")
+    _check(t.val_strategy in sampling.STRATEGIES,
+           f"config.train.val_strategy={t.val_strategy!r}; choose one of "
+           f"{', '.join(sampling.STRATEGIES)}")
+  if config.objective == "pi":
+    _check(config.data.pi_order in losses.PI_KINDS,
+           f"config.data.pi_order={config.data.pi_order!r}; choose one of "
+           f"{', '.join(losses.PI_KINDS)}")
+  for name in ("num_train", "num_val"):
+    _check(int(config.data[name]) >= 1, f"config.data.{name} must be >= 1")
+  for name in ("shard_size", "gen_workers", "worker_count"):
+    _check(int(config.data[name]) >= 0, f"config.data.{name} must be >= 0")
+
+
 def parse_arg(arg: str | None, presets: tuple[str, ...], default: str) -> tuple[str, list[str]]:
   """'paper,solver' -> ('paper', ['solver']); validates the preset name."""
   parts = [p.strip() for p in (arg or default).split(",")]

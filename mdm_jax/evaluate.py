@@ -157,13 +157,14 @@ def _batch_sharding(batch_size: int, shard: bool | None) -> jax.sharding.Shardin
 
 
 def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
-                 batch_size: int, key: jax.Array, shard: bool | None
-                 ) -> tuple[list[np.ndarray], float, int]:
+                 batch_size: int, key: jax.Array, shard: bool | None,
+                 time_it: bool = True) -> tuple[list[np.ndarray], float, int]:
   """Runs fn(*batch_arrays, key_b) over fixed-size batches (the last one padded).
 
   Returns (outputs concatenated over the N rows, seconds, puzzles timed). The
   first batch is run once to compile; timing covers the other batches, or a
-  second run of the first batch when there is only one.
+  second run of the first batch when there is only one (not with time_it=False:
+  then seconds and puzzles timed are 0).
   """
   n = arrays[0].shape[0]
   bs = min(batch_size, n)
@@ -186,8 +187,10 @@ def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
   counts = [first_count]
   t0 = time.perf_counter()
   if len(starts) == 1:
-    jax.block_until_ready(run(0)[0])
-    timed = first_count
+    timed = 0
+    if time_it:
+      jax.block_until_ready(run(0)[0])
+      timed = first_count
   else:
     for i in range(1, len(starts)):
       out, count = run(i)
@@ -292,7 +295,8 @@ def _score(task: base.Task, examples: base.Examples, strategy: str,
       strategy=strategy, num_puzzles=n, num_solved=int(solved_N.sum()),
       solved=float(solved_N.mean()), cell_accuracy=cell_acc,
       mean_steps=float(np.mean(steps_N)),
-      puzzles_per_sec=float(timed / seconds) if seconds > 0 else float("inf"),
+      puzzles_per_sec=(float(timed / seconds) if seconds > 0 else float("inf")) if timed
+      else float("nan"),
       seconds=float(seconds), solved_N=solved_N, correct_NxL=correct_NxL,
       tokens_NxL=np.asarray(tokens_NxL, np.int32), steps_N=np.asarray(steps_N, np.int32),
       order_NxL=None if order_NxL is None else np.asarray(order_NxL, np.int32),
@@ -325,6 +329,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         arm_ordering: str | None = None,
                         arm_model: Any = None,
                         shard: bool | None = None,
+                        time_it: bool = True,
                         verbose: bool = False) -> dict[str, StrategyResult]:
   """Generates the answers of `examples` with each strategy and scores them.
 
@@ -349,6 +354,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
       same tokens) instead of one full forward per token (`sampling.ar_greedy`).
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
+    time_it: measure puzzles/s (a single batch then runs twice); False: one pass,
+      puzzles_per_sec is NaN.
     verbose: print one line per strategy.
 
   Returns:
@@ -391,7 +398,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params,
                          arm_model=arm_model)
     (out_tokens,), seconds, timed = _run_batched(
-        run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard)
+        run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard,
+        time_it=time_it)
     decoded = np.asarray(task.arm_decode(examples, out_tokens), np.int32)
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
                     length - prompt_len_N, None, seconds, timed)
@@ -413,7 +421,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     (out_tokens, order, steps, nfe), seconds, timed = _run_batched(
         lambda t, k: _as_tuple(runner(t, k)), (start_NxL,),
         batch_size=start_NxL.shape[0] if streamed else batch_size, key=key,
-        shard=False if streamed else shard)
+        shard=False if streamed else shard, time_it=time_it)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
                     seconds, timed, nfe)
     results[strategy] = result
@@ -845,30 +853,22 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
                               fileio.expand(config.data.dir),
                               progress=False)
   examples = {k: np.asarray(v[:num]) for k, v in store.load_examples(path).items()}
-  apply = lambda p, tokens: model.apply({"params": p}, tokens, train=False)
-  key = jax.random.PRNGKey(int(config.seed))
-  results = {}
-  if saved.objective == "mdm":
-    mask_id = int(task.mdm_layout().mask_id)
-    prompt = task.mdm_prompt(examples)
-    for strategy in config.sampler.strategies:
-      sampler = sampling.make_sampler(apply, mask_id=mask_id, strategy=strategy,
-                                      **sampling.strategy_options(
-                                          strategy, sampling.config_options(config.sampler)))
-      results[strategy] = np.asarray(sampler(params, jnp.asarray(prompt), key).tokens)
-  elif saved.objective == "arm":
-    tokens, plen = task.arm_prompt(examples, saved.data.ordering, np.random.default_rng(0))
-    out = sampling.ar_greedy_cached(model, params, jnp.asarray(tokens), jnp.asarray(plen))
-    results["greedy"] = task.arm_decode(examples, np.asarray(out))
-  else:
+  if saved.objective not in ("mdm", "arm"):
     raise ValueError("--mode=sample needs an 'mdm' or 'arm' model; pi-learners only "
                      "have a loss")
-  for name, tokens in results.items():
-    solved = task.check(examples, tokens)["solved"]
-    print(f"== {name}: solved {int(solved.sum())}/{num}")
+  arm = saved.objective == "arm"
+  scored = evaluate_strategies(
+      task, examples, key=jax.random.PRNGKey(int(config.seed)),
+      apply_fn=restored.apply_fn, params=params,
+      strategies=(ARM_STRATEGY,) if arm else tuple(config.sampler.strategies),
+      arm_ordering=str(saved.data.ordering) if arm else None, arm_model=model,
+      batch_size=num, time_it=False, **experiment.sampler_options(config))
+  for name, r in scored.items():
+    print(f"== {name}: solved {r.num_solved}/{num}")
     for i in range(num):
-      print(f"puzzle {i} {'solved' if solved[i] else 'FAILED'}: {tokens[i].tolist()}")
-  return {name: task.check(examples, t)["solved"] for name, t in results.items()}
+      print(f"puzzle {i} {'solved' if r.solved_N[i] else 'FAILED'}: "
+            f"{r.tokens_NxL[i].tolist()}")
+  return {name: r.solved_N for name, r in scored.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

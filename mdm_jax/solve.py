@@ -221,16 +221,17 @@ def solve_grids(task: Any, params: Any, apply_fn: Any, puzzles_NxC: np.ndarray, 
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Fills the blanks of int[N, n*n] puzzles -> (answers int[N, n*n], order int[N,
   n*n] (step, -1 for givens), steps int[N])."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
-  tokens_NxL, grid_positions = _encode(task, puzzles_NxC)
-  sampler = sampling.make_sampler(apply_fn, mask_id=int(task.mdm_layout().mask_id),
-                                  strategy=strategy, **options)
-  out = sampler(params, jax.numpy.asarray(tokens_NxL), key)
-  tokens = np.asarray(out.tokens)
-  answers = _decode(task, tokens, grid_positions)
-  order = np.asarray(out.order)[:, grid_positions]
-  return answers, order, np.asarray(out.steps)
+  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  puzzles_NxC = np.asarray(puzzles_NxC, np.int8)
+  _, _, grid_positions, _ = evaluate.answer_grid(task)
+  # The generate-and-score path of evaluation; without solutions, the scores are
+  # meaningless and unused (each puzzle stands in for its own solution).
+  r = evaluate.evaluate_strategies(
+      task, {"puzzle": puzzles_NxC, "solution": puzzles_NxC}, key=key, apply_fn=apply_fn,
+      params=params, strategies=(strategy,), batch_size=max(len(puzzles_NxC), 1),
+      time_it=False, **options)[strategy]
+  answers = _decode(task, r.tokens_NxL, grid_positions)
+  return answers, r.order_NxL[:, grid_positions], r.steps_N
 
 
 def solve_with_retries(task: Any, params: Any, apply_fn: Any, puzzles_NxC: np.ndarray, *,
@@ -267,15 +268,6 @@ def solve_with_retries(task: Any, params: Any, apply_fn: Any, puzzles_NxC: np.nd
       if tried[i] < 0 and not answer_problems(puzzles_NxC[i], a[j], br, bc):
         answers[i], order[i], tried[i] = a[j], o[j], 2 + j % k
   return answers, order, tried
-
-
-def _encode(task: Any, puzzles_NxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """MDM-layout tokens with MASK at the blanks, and the grid cells' positions."""
-  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-  puzzles_NxC = np.asarray(puzzles_NxC, np.int8)
-  tokens = task.mdm_prompt({"puzzle": puzzles_NxC, "solution": puzzles_NxC})
-  _, _, positions, _ = evaluate.answer_grid(task)
-  return tokens, positions
 
 
 def _decode(task: Any, tokens_NxL: np.ndarray, grid_positions: np.ndarray) -> np.ndarray:

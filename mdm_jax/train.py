@@ -28,6 +28,7 @@ import numpy as np
 import optax
 
 from mdm_jax import checkpoint as ckpt_lib
+from mdm_jax import config_schema
 from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import losses
@@ -52,59 +53,6 @@ class NonFiniteError(FloatingPointError):
 
 # ----------------------------------------------------------------------------
 # Config validation and set-up.
-
-
-def _check(cond: bool, msg: str) -> None:
-  if not cond:
-    raise ValueError(msg)
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Python-side checks of the fields training uses; one-line ValueErrors."""
-  t = config.train
-  _check(config.objective in experiment.OBJECTIVES,
-         f"config.objective={config.objective!r}; choose one of {', '.join(experiment.OBJECTIVES)}")
-  for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every",
-               "ckpt_every", "keep"):
-    _check(int(t[name]) >= 1, f"config.train.{name} must be >= 1, got {t[name]}")
-  for name in ("warmup_steps", "val_batches", "val_puzzles", "keep_best"):
-    _check(int(t[name]) >= 0, f"config.train.{name} must be >= 0, got {t[name]}")
-  _check(t.lr > 0, f"config.train.lr must be > 0, got {t.lr}")
-  _check(0.0 <= t.end_lr_factor, f"config.train.end_lr_factor must be >= 0, got {t.end_lr_factor}")
-  _check(0.0 <= t.b1 < 1.0 and 0.0 <= t.b2 < 1.0,
-         f"config.train.b1/b2 must be in [0, 1), got {t.b1}, {t.b2}")
-  _check(t.weight_decay >= 0, f"config.train.weight_decay must be >= 0, got {t.weight_decay}")
-  _check(float(t.max_seconds) >= 0,
-         f"config.train.max_seconds must be >= 0 (0 = no limit), got {t.max_seconds}")
-  _check(t.grad_clip >= 0, f"config.train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
-  _check(0.0 <= t.ema_decay < 1.0, f"config.train.ema_decay must be in [0, 1), got {t.ema_decay}")
-  _check(t.batch_size % t.grad_accum == 0,
-         f"config.train.batch_size={t.batch_size} must be divisible by "
-         f"config.train.grad_accum={t.grad_accum}")
-  _check(config.eval.get("params", "ema") in ("ema", "raw"),
-         f"config.eval.params={config.eval.get('params')!r}; choose 'ema' or 'raw'")
-  _check(config.model.dtype in ("float32", "bfloat16"),
-         f"config.model.dtype={config.model.dtype!r}; choose 'float32' or 'bfloat16'")
-  if config.objective == "mdm":
-    schedules.get_schedule(config.diffusion.schedule)
-    _check(config.diffusion.loss in ("continuous", "discrete"),
-           f"config.diffusion.loss={config.diffusion.loss!r}; choose 'continuous' or 'discrete'")
-    _check(int(config.diffusion.discrete_steps) >= 1,
-           "config.diffusion.discrete_steps must be >= 1")
-    _check(config.diffusion.get("weighting", "elbo") in losses.WEIGHTINGS,
-           f"config.diffusion.weighting={config.diffusion.get('weighting')!r}; choose one "
-           f"of {', '.join(losses.WEIGHTINGS)}")
-    _check(t.val_strategy in sampling.STRATEGIES,
-           f"config.train.val_strategy={t.val_strategy!r}; choose one of "
-           f"{', '.join(sampling.STRATEGIES)}")
-  if config.objective == "pi":
-    _check(config.data.pi_order in losses.PI_KINDS,
-           f"config.data.pi_order={config.data.pi_order!r}; choose one of "
-           f"{', '.join(losses.PI_KINDS)}")
-  for name in ("num_train", "num_val"):
-    _check(int(config.data[name]) >= 1, f"config.data.{name} must be >= 1")
-  for name in ("shard_size", "gen_workers", "worker_count"):
-    _check(int(config.data[name]) >= 0, f"config.data.{name} must be >= 0")
 
 
 def lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -341,7 +289,7 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
 
   `mesh` defaults to the one config.mesh describes over all devices.
   """
-  validate_config(config)
+  config_schema.validate(config)
   if int(config.train.warmup_steps) >= int(config.train.steps):
     logging.warning("config.train.warmup_steps=%d >= steps=%d; warming up over %d steps",
                     config.train.warmup_steps, config.train.steps,
@@ -350,9 +298,10 @@ def setup(config: ml_collections.ConfigDict, *, mesh: jax.sharding.Mesh | None =
   local_batch = sharding.check_batch_size(int(config.train.batch_size), mesh,
                                           what="config.train.batch_size")
   micro = int(config.train.batch_size) // int(config.train.grad_accum)
-  _check(micro % sharding.num_batch_shards(mesh) == 0,
-         f"micro-batch {micro} (batch_size / grad_accum) must be divisible by the "
-         f"{sharding.num_batch_shards(mesh)} devices the batch is split over")
+  if micro % sharding.num_batch_shards(mesh):
+    raise ValueError(f"micro-batch {micro} (batch_size / grad_accum) must be divisible "
+                     f"by the {sharding.num_batch_shards(mesh)} devices the batch is "
+                     "split over")
   task = experiment.build_task(config)
   model, model_config = experiment.build_model(config, task)
   tx = make_optimizer(config)

@@ -217,15 +217,17 @@ def test_greedy_arm_oracle_solves_all_and_half_with_a_wrong_token():
   np.testing.assert_array_equal(r.solved_N, ~bad)
 
 
-@pytest.mark.parametrize("task_name,box", [("sudoku", (2, 3)), ("sudoku", (3, 3)),
-                                           ("zebra", None)])
-def test_arm_pipeline_is_exact_for_every_ordering(task_name, box):
+@pytest.mark.parametrize("task_name,box,vocab", [
+    ("sudoku", (2, 3), "shared"), ("sudoku", (3, 3), "shared"),
+    ("sudoku", (2, 3), "by_role"), ("sudoku", (2, 3), "cell"), ("sudoku", (2, 3), "joint"),
+    ("zebra", None, None)])
+def test_arm_pipeline_is_exact_for_every_ordering(task_name, box, vocab):
   """An oracle that returns the true next token solves every puzzle through
   arm_encode -> greedy decoding -> arm_decode -> check, for every ordering (the
   'random' one drawn as evaluate_strategies draws it); and the teacher-forced true
   sequences decode to the solutions."""
-  task = (data.get_task("sudoku", box_rows=box[0], box_cols=box[1]) if box
-          else _task(task_name))
+  task = (data.get_task("sudoku", box_rows=box[0], box_cols=box[1], arm_vocab=vocab)
+          if box else _task(task_name))
   examples = task.generate("test", 6, seed=3)
   key = jax.random.PRNGKey(4)
   for ordering in task.arm_orderings:

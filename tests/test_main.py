@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from mdm_jax import config_schema
 from mdm_jax import experiment
-from mdm_jax import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {
@@ -46,7 +46,7 @@ def test_every_preset_has_the_schema_and_validates(name):
   for arg in CONFIGS[name]:
     config = module.get_config(arg)
     assert _keys(config) == schema, (name, arg)
-    train.validate_config(config)
+    config_schema.validate(config)
     task = experiment.build_task(config)
     _, model_config = experiment.build_model(config, task)
     assert model_config.causal == (config.objective in ("arm", "pi"))

@@ -524,3 +524,41 @@ def test_bad_solution_column_and_late_line(tmp_path):
   with pytest.raises(ValueError, match="does not solve") as err:
     sd.load_puzzle_file(str(path))
   assert f"{path}:4:" in str(err.value)
+
+
+@pytest.mark.parametrize("vocab,width,size", [("by_role", 3, 18), ("cell", 2, 42),
+                                              ("joint", 1, 216)])
+def test_arm_vocabs_round_trip_and_keep_the_data(small_sets, vocab, width, size):
+  shared = get_task("sudoku", box_rows=2, box_cols=3)
+  task = get_task("sudoku", box_rows=2, box_cols=3, arm_vocab=vocab)
+  ex = small_sets[(2, 3)]
+  # Same datasets (cache key), different ARM token space (run identity).
+  assert task.data_params() == shared.data_params() == shared.params()
+  assert task.params() == {**shared.params(), "arm_vocab": vocab}
+  for ordering in task.arm_orderings:
+    layout = task.arm_layout(ordering)
+    assert (layout.seq_len, layout.vocab_size) == (width * 36, size)
+    enc = task.arm_encode(ex, ordering, np.random.default_rng(0))
+    ref = shared.arm_encode(ex, ordering, np.random.default_rng(0))
+    assert enc["tokens"].min() >= 0 and enc["tokens"].max() < size
+    np.testing.assert_array_equal(enc["prompt_len"], width * ex["num_givens"])
+    groups = enc["tokens"].reshape(len(ex["puzzle"]), 36, width)
+    trip = ref["tokens"].reshape(len(ex["puzzle"]), 36, 3)
+    if vocab == "joint":  # the same cells in the same order, one token per cell
+      np.testing.assert_array_equal(groups[..., 0],
+                                    (trip[..., 0] * 6 + trip[..., 1]) * 6 + trip[..., 2] - 1)
+    elif vocab == "cell":  # the same cells in the same order, a cell token per cell
+      np.testing.assert_array_equal(groups[..., 0], trip[..., 0] * 6 + trip[..., 1])
+      np.testing.assert_array_equal(groups[..., 1], 36 + trip[..., 2] - 1)
+    else:  # each role in its own id range
+      np.testing.assert_array_equal(groups, trip + np.array([0, 6, 11]))
+      for role, (lo, hi) in enumerate([(0, 6), (6, 12), (12, 18)]):
+        assert groups[..., role].min() >= lo and groups[..., role].max() < hi
+    np.testing.assert_array_equal(task.arm_decode(ex, enc["tokens"]), ex["solution"] - 1)
+  garbage = np.random.default_rng(1).integers(-3, size + 3, enc["tokens"].shape)
+  dec = task.arm_decode(ex, garbage)
+  given = ex["puzzle"] > 0
+  np.testing.assert_array_equal(dec[given], ex["puzzle"][given] - 1)
+  assert dec.min() >= 0 and dec.max() <= 6
+  with pytest.raises(ValueError, match="arm_vocab"):
+    get_task("sudoku", box_rows=2, box_cols=3, arm_vocab="pairs")

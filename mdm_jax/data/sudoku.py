@@ -422,14 +422,18 @@ class SudokuTask(Task):
   a column or a digit. `arm_vocab='cell'` writes each cell as one token: (cell,
   value) pairs, cell ids r*n + c in 0..n*n-1 and values n*n..n*n+n-1 (vocab n*n+n,
   2*n*n tokens), so that one embedding names the cell, as a position does for the
-  MDM. The default 'shared' is the paper's layout. The choice changes only the ARM
+  MDM. `arm_vocab='joint'` writes each filled cell as a single token (cell, value)
+  -> cell*n + value - 1 (vocab n**3, n*n tokens): the model then predicts the next
+  cell and its value as one choice, and one embedding carries both (a causal model
+  needs no previous-token attention to pair them). The default 'shared' is the
+  paper's layout. The choice changes only the ARM
   tokens, not the data (`data_params` leaves it out of the cache key).
   """
 
   name = "sudoku"
   splits = ("train", "test", "hard")
   arm_orderings = ("solver", "row_major", "random")
-  arm_vocabs = ("shared", "by_role", "cell")
+  arm_vocabs = ("shared", "by_role", "cell", "joint")
 
   def __init__(self, box_rows: int = 3, box_cols: int = 3, arm_vocab: str = "shared"):
     for v in (box_rows, box_cols):
@@ -456,12 +460,15 @@ class SudokuTask(Task):
 
   @property
   def _arm_width(self) -> int:
-    """ARM tokens per cell: (row, col, value) or, with arm_vocab 'cell', (cell, value)."""
-    return 2 if self.arm_vocab == "cell" else 3
+    """ARM tokens per cell: (row, col, value); (cell, value) for arm_vocab 'cell'; one
+    for 'joint'."""
+    return {"cell": 2, "joint": 1}.get(self.arm_vocab, 3)
 
   def _arm_tokens(self, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
     """int64[N, C, width]: the ARM tokens of (cell, value) pairs."""
     n = self.n
+    if self.arm_vocab == "joint":
+      return (cells * n + values - 1)[..., None]
     if self.arm_vocab == "cell":
       return np.stack([cells, n * n + values - 1], -1)
     offsets = np.array([0, n, 2 * n - 1] if self.arm_vocab == "by_role" else [0, 0, 0])
@@ -471,6 +478,12 @@ class SudokuTask(Task):
     """(row, col, value) of int64[N, K, width] token groups (out of range where the
     tokens are not a valid cell or value)."""
     n = self.n
+    if self.arm_vocab == "joint":
+      t = groups[..., 0]
+      bad = (t < 0) | (t >= n ** 3)
+      cell = t // n
+      return (np.where(bad, -1, cell // n), np.where(bad, -1, cell % n),
+              np.where(bad, -1, t % n + 1))
     if self.arm_vocab == "cell":
       cell, v = groups[..., 0], groups[..., 1] - n * n + 1
       bad = (cell < 0) | (cell >= n * n)
@@ -553,7 +566,8 @@ class SudokuTask(Task):
   def arm_layout(self, ordering: str) -> Layout:
     self._validate_ordering(ordering)
     n = self.n
-    vocab = {"shared": n + 2, "by_role": 3 * n, "cell": n * n + n}[self.arm_vocab]
+    vocab = {"shared": n + 2, "by_role": 3 * n, "cell": n * n + n,
+             "joint": n ** 3}[self.arm_vocab]
     return Layout(seq_len=self._arm_width * n * n, vocab_size=vocab)
 
   def _validate_ordering(self, ordering: str) -> None:
