@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mdm_jax import config_schema
 from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import sampling
@@ -38,7 +39,6 @@ from mdm_jax.reports import (  # noqa: F401  (the tables live in reports.py)
     ARM_STRATEGY, EXTRA_LABELS, MDM_STRATEGIES, STRATEGIES, STRATEGY_LABELS,
     combined_markdown, format_params, markdown_table, method_label, results_markdown)
 
-DEFAULT_SWEEP_STEPS = (5, 10, 25, 50)
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -511,26 +511,17 @@ def position_errors(task: base.Task, examples: base.Examples, *, key: jax.Array,
 
 
 def answer_grid(task: base.Task) -> tuple[int, int, np.ndarray, tuple[int, int] | None] | None:
-  """(rows, cols, positions[rows*cols], box or None) of the task's answer grid.
-
-  Uses `task.answer_grid()` when the task has it; else Sudoku-like tasks
-  (box_rows, box_cols: the last n*n positions) and Zebra-like tasks (max_houses,
-  max_attrs: the last Hm*Am positions). None when the answer is not a grid.
-  """
-  fn = getattr(task, "answer_grid", None)
-  if callable(fn):
-    rows, cols, positions, box = fn()
-    return int(rows), int(cols), np.asarray(positions, int), box
-  length = task.mdm_layout().seq_len
-  br, bc = getattr(task, "box_rows", None), getattr(task, "box_cols", None)
-  if isinstance(br, int) and isinstance(bc, int):
-    n = br * bc
-    if n * n <= length:
-      return n, n, np.arange(length - n * n, length), (br, bc)
-  hm, am = getattr(task, "max_houses", None), getattr(task, "max_attrs", None)
-  if isinstance(hm, int) and isinstance(am, int) and hm * am <= length:
-    return hm, am, np.arange(length - hm * am, length), None
-  return None
+  """`task.answer_grid()`, checked: (rows, cols, positions int[rows*cols], box or
+  None), or None when the task's answer is not a grid."""
+  grid = task.answer_grid()
+  if grid is None:
+    return None
+  rows, cols, positions, box = grid
+  positions = np.asarray(positions, int)
+  if positions.shape != (int(rows) * int(cols),):
+    raise ValueError(f"{type(task).__name__}.answer_grid(): {positions.shape[0]} positions "
+                     f"for a {rows} x {cols} grid")
+  return int(rows), int(cols), positions, box
 
 
 def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyResult]],
@@ -641,9 +632,6 @@ def _latent_boundary(task: base.Task) -> int | None:
 # Evaluation of a checkpoint.
 
 
-_cfg_get = experiment.config_get
-
-
 def load_model(path: str, *, step: int | None = None, ema: bool | None = None
                ) -> tuple[Any, ml_collections.ConfigDict, base.Task, ApplyFn, int]:
   """`experiment.restore` as a tuple: (params, the run's config, its task,
@@ -657,15 +645,13 @@ def _dataset(config: ml_collections.ConfigDict, saved: ml_collections.ConfigDict
   from mdm_jax.data import store  # pylint: disable=g-import-not-at-top
   task.validate_split(split)
   sizes = {"train": "num_train", "test": "num_test", "hard": "num_hard"}
-  num = int(_cfg_get(saved, f"data.{sizes.get(split, 'num_test')}", 0) or
-            _cfg_get(saved, "data.num_test", 1000))
-  data_dir = fileio.expand(str(_cfg_get(config, "data.dir", None) or
-                               _cfg_get(saved, "data.dir", "~/.cache/mdm_jax")))
+  num = int(saved.data[sizes.get(split, "num_test")] or saved.data.num_test)
+  data_dir = fileio.expand(str(config.data.dir))
   # As in training: a stored dataset keeps its shard size; a new one takes the run's
   # (0 or none saved: the task's preferred size).
-  shard_size = int(_cfg_get(saved, "data.shard_size", 0) or 0) or None
-  workers = store.default_workers(_cfg_get(config, "data.gen_workers", 0) or 0)
-  path = store.ensure_dataset(task, split, num, int(_cfg_get(saved, "data.seed", 0)),
+  shard_size = int(saved.data.shard_size or 0) or None
+  workers = store.default_workers(int(config.data.gen_workers or 0))
+  path = store.ensure_dataset(task, split, num, int(saved.data.seed),
                               data_dir, shard_size=shard_size, keep_stored_shard_size=True,
                               progress=jax.process_index() == 0, workers=workers)
   return store.load_examples(path)
@@ -712,17 +698,18 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   Returns the results dict written to results.json.
   """
   workdir = fileio.normalize(workdir)
-  which = _cfg_get(config, "eval.params", None)
+  # A given config is an experiment config: fields it lacks take the schema's defaults.
+  user = None if config is None else config_schema.merge_saved(config)
+  which = None if user is None else str(user.eval.params)
   if which not in (None, "ema", "raw"):
     raise ValueError(f"config.eval.params={which!r}; choose 'ema' or 'raw'")
   params, saved, task, apply_fn, num_params = load_model(
       checkpoint or workdir, ema=None if which is None else which == "ema")
-  which = which or str(_cfg_get(saved, "eval.params", "ema"))
-  cfg = config if config is not None else saved
-  want_task = _cfg_get(config, "task.name", None)
-  if want_task is not None and want_task != saved.task.name:
-    raise ValueError(f"config.task.name={want_task!r} but the checkpoint was trained on "
-                     f"{saved.task.name!r}; pass the run's own config")
+  which = which or str(saved.eval.params)
+  cfg = user if user is not None else saved
+  if cfg.task.name != saved.task.name:
+    raise ValueError(f"config.task.name={cfg.task.name!r} but the checkpoint was trained "
+                     f"on {saved.task.name!r}; pass the run's own config")
   objective = str(saved.objective)
   out_dir = fileio.join(workdir, "eval")
   write = jax.process_index() == 0
@@ -743,7 +730,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
 
   if strategies is None:
     strategies = ((ARM_STRATEGY,) if objective == "arm" else
-                  tuple(_cfg_get(cfg, "sampler.strategies", ("vanilla", "top_prob", "margin"))))
+                  tuple(cfg.sampler.strategies))
   strategies = check_strategies(strategies)
   if objective == "arm" and strategies != (ARM_STRATEGY,):
     raise ValueError(f"an autoregressive checkpoint decodes with strategy "
@@ -751,24 +738,23 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   if objective == "mdm" and ARM_STRATEGY in strategies:
     raise ValueError(f"strategy {ARM_STRATEGY!r} needs an autoregressive checkpoint; "
                      f"this one is a masked diffusion model")
-  splits = [split] if split is not None else list(_cfg_get(cfg, "eval.splits", ["test"]))
+  splits = [split] if split is not None else list(cfg.eval.splits)
   for s in splits:
     task.validate_split(s)
-  n_want = num_puzzles if num_puzzles is not None else _cfg_get(cfg, "eval.num_puzzles",
-                                                                  1000)
+  n_want = num_puzzles if num_puzzles is not None else cfg.eval.num_puzzles
   n_want = _check_int("num_puzzles", n_want, 1)
-  sampler_options = sampling.config_options(_cfg_get(cfg, "sampler", None))
+  sampler_options = sampling.config_options(cfg.sampler)
   if objective == "mdm":
     _check_sampler_options(strategies, int(task.mdm_layout().mask_id), sampler_options)
     result["sampler"] = sampler_options
-  arm_ordering = str(_cfg_get(saved, "data.ordering", "")) or None
+  arm_ordering = str(saved.data.ordering or "") or None
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
   if objective == "arm":  # greedy decoding with the model's key/value cache
     arm_model = experiment.build_model(saved, task)[0]
-  batch_size = _check_int("eval.batch_size", int(_cfg_get(cfg, "eval.batch_size", 256)), 1)
-  key = jax.random.PRNGKey(int(_cfg_get(cfg, "eval.seed", _cfg_get(cfg, "seed", 0))))
-  sweep_steps = [int(s) for s in _cfg_get(cfg, "eval.sweep_steps", DEFAULT_SWEEP_STEPS)]
+  batch_size = _check_int("eval.batch_size", int(cfg.eval.batch_size), 1)
+  key = jax.random.PRNGKey(int(cfg.eval.seed))
+  sweep_steps = [int(s) for s in cfg.eval.sweep_steps]
   raw: dict[str, dict[str, StrategyResult]] = {}
 
   for split_name in splits:
@@ -789,7 +775,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     entry: dict[str, Any] = {"num_puzzles": n,
                              "strategies": {s: r.summary() for s, r in per.items()}}
     if objective == "mdm" and sweep_steps and split_name == splits[0]:
-      m = min(n, int(_cfg_get(cfg, "eval.sweep_puzzles", 1000)))
+      m = min(n, int(cfg.eval.sweep_puzzles))
       sub = {k: v[:m] for k, v in examples.items()}
       acc: dict[str, dict[str, float]] = {s: {} for s in strategies}
       for steps in sweep_steps:
@@ -806,7 +792,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
 
   if objective == "mdm" and callable(getattr(task, "latent_obs_errors", None)):
     examples = _dataset(cfg, saved, task, splits[0])
-    m = min(_check_examples(examples), int(_cfg_get(cfg, "eval.error_puzzles", 1000)))
+    m = min(_check_examples(examples), int(cfg.eval.error_puzzles))
     pe = position_errors(task, {k: np.asarray(v[:m]) for k, v in examples.items()},
                          key=jax.random.fold_in(key, 1), apply_fn=apply_fn,
                          params=params, batch_size=batch_size)

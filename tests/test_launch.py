@@ -186,6 +186,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # end-to-end, > 45 s: CI runs it (-m slow), the default run does not
 def test_local_two_processes_train_checkpoint_and_resume(tmp_path):
   """Two JAX processes on 127.0.0.1 through launch/local.sh: train, save, resume."""
   import importlib.util
@@ -344,6 +345,7 @@ def _gpu_sudoku_cpu(tmp_path, name, steps, *args):
   return out, log
 
 
+@pytest.mark.slow  # end-to-end, > 45 s: CI runs it (-m slow), the default run does not
 def test_gpu_sudoku_on_cpu_then_continue_from_its_params(tmp_path):
   first, _ = _gpu_sudoku_cpu(tmp_path, "first", 4)
   second, log = _gpu_sudoku_cpu(tmp_path, "second", 8, "--init", str(first))

@@ -96,6 +96,7 @@ def _three_steps(config, mesh, batches):
   return losses, state
 
 
+@pytest.mark.slow  # end-to-end, > 45 s: CI runs it (-m slow), the default run does not
 def test_one_device_and_eight_devices_agree(batches):
   config = _tiny_config()
   one = sharding.make_mesh(1, 1, devices=jax.devices()[:1])
@@ -133,6 +134,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow  # end-to-end, > 45 s: CI runs it (-m slow), the default run does not
 def test_two_processes_train_together_agree_and_stop_together(tmp_path):
   """jax.distributed on 127.0.0.1: FSDP over both processes; SIGTERM to one of them
   stops both at the same step (JAX's preemption sync point), with a checkpoint."""

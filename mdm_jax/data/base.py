@@ -92,6 +92,11 @@ class Task(abc.ABC):
     return (np.where(iota[None] < prompt_len_N[:, None], tokens_NxLp, 0).astype(np.int32),
             prompt_len_N)
 
+  def answer_grid(self) -> tuple[int, int, np.ndarray, tuple[int, int] | None] | None:
+    """(rows, cols, positions int[rows*cols] of the MDM layout in row-major order,
+    (box_rows, box_cols) or None) when the answer is drawn as a grid; else None."""
+    return None
+
   def solver_rank(self, examples: Examples) -> np.ndarray | None:
     """int[N, L] in the MDM layout: when the task's own step-by-step solver fills
     each position (0 = first), -1 where it does not; None if the task has no solver

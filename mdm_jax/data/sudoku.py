@@ -547,6 +547,9 @@ class SudokuTask(Task):
     return {"solved": complete & givens_kept,
             "correct": tokens == np.asarray(examples["solution"]) - 1}
 
+  def answer_grid(self) -> tuple[int, int, np.ndarray, tuple[int, int]]:
+    return self.n, self.n, np.arange(self.n * self.n), (self.box_rows, self.box_cols)
+
   def solver_rank(self, examples: Examples) -> np.ndarray | None:
     """The seven-strategy solver's fill step of each cell (-1: given or not filled)."""
     if "order" not in examples:

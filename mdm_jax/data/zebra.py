@@ -429,6 +429,12 @@ class ZebraTask(base.Task):
     maskable[:, self._answer_start:] = self._cell_exists(examples).reshape(n, -1)
     return {"tokens": tokens, "maskable": maskable}
 
+  def answer_grid(self) -> tuple[int, int, np.ndarray, None]:
+    """Houses x attributes, the last max_houses * max_attrs positions."""
+    start = self._answer_start
+    return (self.max_houses, self.max_attrs,
+            np.arange(start, start + self.max_houses * self.max_attrs), None)
+
   def decode_tables(self, tokens_NxL: np.ndarray) -> np.ndarray:
     """Answer cells of MDM-layout tokens -> int[N, Hm, Am] values (-1: not a value)."""
     v = self.vocab
