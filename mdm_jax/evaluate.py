@@ -205,40 +205,76 @@ def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
   return joined, seconds, timed
 
 
-def _mdm_runner(strategy: str, *, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None,
-                params: Any, mask_id: int, options: Mapping[str, Any]
-                ) -> Callable[[jax.Array, jax.Array], sampling.SampleOutput]:
-  opts = sampling.strategy_options(strategy, options)
-  if logits_fn is not None:
-    return functools.partial(sampling.sample, logits_fn, mask_id=mask_id,
-                             strategy=strategy, **opts)
-  sampler = sampling.make_sampler(apply_fn, mask_id=mask_id, strategy=strategy, **opts)
-  return functools.partial(sampler, params)
+class Generator:
+  """Fills in the answers of a task's examples with one strategy: the generate step
+  shared by evaluation (`evaluate_strategies`), the sample mode, `solve` and
+  training's periodic solve rate.
 
+  gen = Generator(task, "margin", apply_fn=apply_fn, options=sampler_options)
+  inputs = gen.inputs(examples, key)       # prompts: MDM tokens, or ARM tokens + lengths
+  out = gen(params, inputs, key)           # arrays (batched, jitted; any sharding)
+  tokens_NxL = gen.answers(examples, out)  # MDM layout, for task.check
 
-def _arm_runner(*, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None, params: Any,
-                arm_model: Any = None
-                ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
-  if arm_model is not None and logits_fn is None:  # key/value cache, same tokens
-    def cached_fn(tokens_BxL, prompt_len_B, key):
-      del key
-      return sampling.ar_greedy_cached(arm_model, params, tokens_BxL, prompt_len_B)
-    return cached_fn
-  if logits_fn is not None:
-    def run_fn(tokens_BxL, prompt_len_B, key):
-      del key
-      return sampling.ar_greedy(logits_fn, tokens_BxL, prompt_len_B)
-    return run_fn
+  MDM strategies return (tokens, order, steps, nfe); 'greedy' (causal models, in
+  `arm_ordering`) returns (tokens,) of the ARM layout. `logits_fn` (tokens ->
+  logits, no params) replaces `apply_fn`; with `arm_model` (the causal Transformer
+  behind apply_fn) greedy decoding uses its key/value cache (same tokens).
+  """
 
-  @jax.jit
-  def greedy(params, tokens_BxL, prompt_len_B):
-    return sampling.ar_greedy(functools.partial(apply_fn, params), tokens_BxL,
-                              prompt_len_B)
+  def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,
+               apply_fn: ApplyFn | None = None, options: Mapping[str, Any] | None = None,
+               arm_ordering: str | None = None, arm_model: Any = None):
+    if (logits_fn is None) == (apply_fn is None):
+      raise ValueError("give exactly one of logits_fn or apply_fn")
+    self.task, self.strategy = task, strategy
+    self.arm = strategy == ARM_STRATEGY
+    if self.arm:
+      if arm_ordering not in task.arm_orderings:
+        raise ValueError(f"strategy 'greedy' needs arm_ordering, one of "
+                         f"{', '.join(task.arm_orderings) or '(none: task has no ARM layout)'};"
+                         f" got {arm_ordering!r}")
+      self.arm_ordering = arm_ordering
+      if logits_fn is not None:
+        self._fn = lambda params, tokens, plen, key: sampling.ar_greedy(logits_fn, tokens, plen)
+      elif arm_model is not None:
+        self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy_cached(
+            arm_model, params, tokens, plen))
+      else:
+        self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy(
+            functools.partial(apply_fn, params), tokens, plen))
+      return
+    mask_id = int(task.mdm_layout().mask_id)
+    opts = sampling.strategy_options(strategy, dict(options or {}))
+    if logits_fn is not None:
+      sample = functools.partial(sampling.sample, logits_fn, mask_id=mask_id,
+                                 strategy=strategy, **opts)
+      self._fn = lambda params, tokens, key: _as_tuple(sample(tokens, key))
+    else:
+      sampler = sampling.make_sampler(apply_fn, mask_id=mask_id, strategy=strategy, **opts)
+      self._fn = lambda params, tokens, key: _as_tuple(sampler(params, tokens, key))
 
-  def run_fn(tokens_BxL, prompt_len_B, key):
-    del key
-    return greedy(params, tokens_BxL, prompt_len_B)
-  return run_fn
+  def inputs(self, examples: base.Examples, key: jax.Array) -> dict[str, np.ndarray]:
+    """The prompts: every answer position MASK (MDM) or blanked (ARM; 'random'
+    orderings drawn from `key`), so that no model sees an answer."""
+    if not self.arm:
+      return {"tokens": self.task.mdm_prompt(examples)}
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    tokens, plen = self.task.arm_prompt(examples, self.arm_ordering,
+                                        rng=np.random.default_rng(seed))
+    return {"tokens": tokens, "prompt_len": plen}
+
+  def __call__(self, params: Any, inputs: Mapping[str, Any], key: jax.Array
+               ) -> tuple[jax.Array, ...]:
+    if self.arm:
+      return (self._fn(params, inputs["tokens"], inputs["prompt_len"], key),)
+    return self._fn(params, inputs["tokens"], key)
+
+  def answers(self, examples: base.Examples, out: Sequence[Any]) -> np.ndarray:
+    """int32[N, L] MDM-layout tokens of `out` (the first N rows), for task.check."""
+    tokens = np.asarray(out[0])[:_check_examples(examples)]
+    if self.arm:
+      return np.asarray(self.task.arm_decode(examples, tokens), np.int32)
+    return tokens.astype(np.int32)
 
 
 def _average_ranks(x_K: np.ndarray) -> np.ndarray:
@@ -385,43 +421,39 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   maskable_NxL = task.answer_mask(examples)
   results: dict[str, StrategyResult] = {}
 
-  if strategies == (ARM_STRATEGY,):
-    if arm_ordering not in task.arm_orderings:
-      raise ValueError(f"strategy 'greedy' needs arm_ordering, one of "
-                       f"{', '.join(task.arm_orderings) or '(none: task has no ARM layout)'};"
-                       f" got {arm_ordering!r}")
-    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
-    # Every answer token blanked, so that no model (even a non-causal one) sees it.
-    arm_tokens, prompt_len_N = task.arm_prompt(examples, arm_ordering,
-                                               rng=np.random.default_rng(seed))
-    length = arm_tokens.shape[1]
-    run_fn = _arm_runner(logits_fn=logits_fn, apply_fn=apply_fn, params=params,
-                         arm_model=arm_model)
-    (out_tokens,), seconds, timed = _run_batched(
-        run_fn, (arm_tokens, prompt_len_N), batch_size=batch_size, key=key, shard=shard,
+  names = ("tokens", "prompt_len") if strategies == (ARM_STRATEGY,) else ("tokens",)
+
+  def generate(gen: Generator, batch_size: int, shard: bool | None
+               ) -> tuple[np.ndarray, list[np.ndarray], float, int]:
+    inputs = gen.inputs(examples, key)
+    out, seconds, timed = _run_batched(
+        lambda *a: gen(params, dict(zip(names, a[:-1])), a[-1]),
+        [inputs[n] for n in names], batch_size=batch_size, key=key, shard=shard,
         time_it=time_it)
-    decoded = np.asarray(task.arm_decode(examples, out_tokens), np.int32)
+    return gen.answers(examples, out), out, seconds, timed
+
+  if strategies == (ARM_STRATEGY,):
+    gen = Generator(task, ARM_STRATEGY, logits_fn=logits_fn, apply_fn=apply_fn,
+                    arm_ordering=arm_ordering, arm_model=arm_model)
+    decoded, out, seconds, timed = generate(gen, batch_size, shard)
+    plen_N = gen.inputs(examples, key)["prompt_len"]
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
-                    length - prompt_len_N, None, seconds, timed)
+                    np.asarray(out[0]).shape[1] - plen_N, None, seconds, timed)
     results[ARM_STRATEGY] = result
     if verbose:
       print(_progress_line(result), flush=True)
     return results
 
-  layout = task.mdm_layout()
-  mask_id = int(layout.mask_id)
   if not maskable_NxL.any():
     raise ValueError("the examples have no answer (maskable) position to generate")
-  _check_sampler_options(strategies, mask_id, options)
-  start_NxL = task.mdm_prompt(examples)
+  _check_sampler_options(strategies, int(task.mdm_layout().mask_id), options)
+  n = _check_examples(examples)
   for strategy in strategies:
-    runner = _mdm_runner(strategy, logits_fn=logits_fn, apply_fn=apply_fn,
-                         params=params, mask_id=mask_id, options=options)
-    streamed = bool(options["slots"])
-    (out_tokens, order, steps, nfe), seconds, timed = _run_batched(
-        lambda t, k: _as_tuple(runner(t, k)), (start_NxL,),
-        batch_size=start_NxL.shape[0] if streamed else batch_size, key=key,
-        shard=False if streamed else shard, time_it=time_it)
+    gen = Generator(task, strategy, logits_fn=logits_fn, apply_fn=apply_fn,
+                    options=options)
+    streamed = bool(options["slots"])  # one call streams every puzzle
+    out_tokens, (_, order, steps, nfe), seconds, timed = generate(
+        gen, n if streamed else batch_size, False if streamed else shard)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
                     seconds, timed, nfe)
     results[strategy] = result

@@ -29,6 +29,7 @@ import optax
 
 from mdm_jax import checkpoint as ckpt_lib
 from mdm_jax import config_schema
+from mdm_jax import evaluate
 from mdm_jax import experiment
 from mdm_jax import fileio
 from mdm_jax import losses
@@ -368,30 +369,23 @@ class _SolveRate:
     self.examples = {k: np.asarray(v[:n]) for k, v in examples.items()}
     lo = n // jax.process_count() * jax.process_index()
     hi = lo + n // jax.process_count()
-    apply = lambda params, tokens: run.model.apply({"params": params}, tokens, train=False)
-    if c.objective == "mdm":
-      mask_id = int(run.task.mdm_layout().mask_id)
-      tokens = run.task.mdm_prompt(self.examples)
-      self.inputs = {"tokens": tokens[lo:hi]}
-      self.sampler = sampling.make_sampler(
-          apply, mask_id=mask_id, strategy=c.train.val_strategy,
-          **sampling.config_options(c.sampler))
-    else:
-      tokens, plen = run.task.arm_prompt(self.examples, c.data.ordering,
-                                         np.random.default_rng(int(c.data.seed)))
-      self.inputs = {"tokens": tokens[lo:hi], "prompt_len": plen[lo:hi]}
-      self.greedy = jax.jit(lambda params, tokens, plen: sampling.ar_greedy_cached(
-          run.model, params, tokens, plen))  # = ar_greedy, with a key/value cache
+    arm = c.objective == "arm"
+    # The generate step of evaluation (evaluate.Generator), on the training mesh.
+    self.gen = evaluate.Generator(
+        run.task, evaluate.ARM_STRATEGY if arm else c.train.val_strategy,
+        apply_fn=experiment.inference_fn(run.model),
+        options=None if arm else sampling.config_options(c.sampler),
+        arm_ordering=c.data.ordering if arm else None, arm_model=run.model if arm else None)
+    inputs = self.gen.inputs(self.examples, jax.random.PRNGKey(int(c.data.seed)))
+    self.inputs = {k: v[lo:hi] for k, v in inputs.items()}
+
+  def answers(self, params: Any, key: jax.Array) -> np.ndarray:
+    """int32[n, L]: the generated answers (MDM layout) of the validation puzzles."""
+    out = self.gen(params, sharding.global_batch(self.inputs, self.run.mesh), key)
+    return self.gen.answers(self.examples, sharding.to_host(out[:1]))
 
   def __call__(self, params: Any, key: jax.Array) -> float:
-    batch = sharding.global_batch(self.inputs, self.run.mesh)
-    if self.run.config.objective == "mdm":
-      out = self.sampler(params, batch["tokens"], key).tokens
-      tokens = sharding.to_host(out)
-    else:
-      out = self.greedy(params, batch["tokens"], batch["prompt_len"])
-      tokens = self.run.task.arm_decode(self.examples, sharding.to_host(out))
-    solved = self.run.task.check(self.examples, np.asarray(tokens))["solved"]
+    solved = self.run.task.check(self.examples, self.answers(params, key))["solved"]
     return float(np.mean(solved))
 
 

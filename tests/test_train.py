@@ -306,3 +306,29 @@ def test_max_seconds_stops_saves_and_reports(data_dir, tmp_path):
   summary = train.train(config, str(tmp_path))
   assert summary["timed_out"] and summary["step"] < 50
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == summary["step"]
+
+
+@pytest.mark.parametrize("objective", ["mdm", "arm"])
+def test_periodic_solve_rate_decodes_as_evaluation(data_dir, objective):
+  """Training's solve rate (its batch sharded over the 8 test devices) generates the
+  answers that evaluation's path generates on one device, token for token."""
+  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir, val_puzzles=8, val_strategy="margin")
+  config.objective = objective
+  config.data.ordering = "solver" if objective == "arm" else config.data.ordering
+  config.sampler.num_steps = 4
+  run = train.setup(config)
+  assert run.mesh.devices.size == 8
+  rate = train._SolveRate(run, experiment.dataset(config, run.task, "val", progress=False))
+  params = run.init_state()["params"]
+  key = jax.random.PRNGKey(5)
+  got = rate.answers(params, key)
+  strategy = "greedy" if objective == "arm" else "margin"
+  ref = evaluate.evaluate_strategies(
+      run.task, rate.examples, key=key, apply_fn=experiment.inference_fn(run.model),
+      params=jax.device_get(params), strategies=(strategy,),
+      arm_ordering=config.data.ordering if objective == "arm" else None,
+      shard=False, time_it=False, **experiment.sampler_options(config))[strategy]
+  assert got.shape == ref.tokens_NxL.shape == (8, run.task.mdm_layout().seq_len)
+  np.testing.assert_array_equal(got, ref.tokens_NxL)
+  assert rate(params, key) == ref.solved
