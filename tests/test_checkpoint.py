@@ -1,5 +1,4 @@
 """Checkpointer: round trip, retention, crash safety, cross-mesh restore, inference."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -17,6 +16,7 @@ import pytest
 from mdm_jax import checkpoint
 from mdm_jax import sharding
 from mdm_jax import train
+from tiny import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -154,14 +154,8 @@ _RESTORE_ON_ONE_DEVICE = textwrap.dedent("""
 
 
 def test_train_state_written_on_8_devices_restores_on_1(tmp_path):
-  spec = importlib.util.spec_from_file_location("mdm_jax_configs_common",
-                                                ROOT / "configs" / "common.py")
-  common = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(common)
-  config = common.base_config()
-  config.task.name = "zebra"
-  config.task.params = {"min_houses": 3, "max_houses": 3, "min_attrs": 3, "max_attrs": 3}
-  config.model.overrides.update(num_layers=1, d_model=32, mlp_dim=128)
+  config = tiny_config()
+  config.model.overrides.update(mlp_dim=128, dropout=0.0)
   config.mesh.data, config.mesh.fsdp, config.mesh.min_shard_size = 4, 2, 1024
   config.train.batch_size = 16
   run = train.setup(config)

@@ -24,7 +24,8 @@ import urllib.request
 
 import pytest
 
-from test_train import tiny_config, write_config_file
+from test_train import write_config_file
+from tiny import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUCKET = "bucket"

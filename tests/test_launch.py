@@ -189,24 +189,15 @@ def _free_port():
 @pytest.mark.slow  # end-to-end, > 45 s: CI runs it (-m slow), the default run does not
 def test_local_two_processes_train_checkpoint_and_resume(tmp_path):
   """Two JAX processes on 127.0.0.1 through launch/local.sh: train, save, resume."""
-  import importlib.util
   import sys
-  spec = importlib.util.spec_from_file_location("mdm_jax_configs_common",
-                                                ROOT / "configs" / "common.py")
-  common = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(common)
-  c = common.base_config()
+  from tiny import tiny_config  # pylint: disable=g-import-not-at-top
+  c = tiny_config(tmp_path / "data", steps=2, batch_size=8, warmup_steps=1, log_every=1,
+                  eval_every=100, ckpt_every=2, keep=3)
   c.task.name = "lo_nae_sat"
   c.task.params = {"num_latents": 6, "num_obs": 10}
-  c.data.dir = str(tmp_path / "data")
   c.data.num_train, c.data.num_val, c.data.shard_size = 128, 32, 128
-  c.model.preset = "tiny"
-  c.model.overrides.num_layers, c.model.overrides.d_model = 1, 32
-  c.model.overrides.mlp_dim = 64
+  c.model.overrides.dropout = 0.0
   c.mesh.data, c.mesh.fsdp = 2, 2
-  c.train.update(steps=2, batch_size=8, warmup_steps=1, log_every=1, eval_every=100,
-                 ckpt_every=2, val_batches=1, val_puzzles=0)
-  c.eval.after_train = False
   (tmp_path / "config.json").write_text(c.to_json())
   (tmp_path / "config.py").write_text(
       "import json, ml_collections\n"

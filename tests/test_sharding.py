@@ -1,5 +1,4 @@
 """Mesh, partition rules, batch assembly; 1 vs 8 devices; two processes."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -18,27 +17,16 @@ from jax.sharding import PartitionSpec as P
 from mdm_jax import sharding
 from mdm_jax import experiment
 from mdm_jax import train
+from tiny import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny_config(data_dir="/nonexistent", **train_overrides):
-  spec = importlib.util.spec_from_file_location("mdm_jax_configs_common",
-                                                ROOT / "configs" / "common.py")
-  common = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(common)
-  c = common.base_config()
-  c.task.name = "zebra"
-  c.task.params = {"min_houses": 3, "max_houses": 3, "min_attrs": 3, "max_attrs": 3}
-  c.data.dir = str(data_dir)
-  c.data.num_train, c.data.num_val, c.data.shard_size = 256, 32, 256
-  c.model.preset = "tiny"
-  c.model.overrides.update(num_layers=1, d_model=32, mlp_dim=128, dropout=0.1)
+  c = tiny_config(data_dir, **{"steps": 4, "warmup_steps": 1, "eval_every": 4,
+                               "keep": 3, **train_overrides})
+  c.model.overrides.mlp_dim = 128
   c.mesh.min_shard_size = 1024
-  c.train.update(steps=4, batch_size=16, lr=3e-3, warmup_steps=1, log_every=2,
-                 eval_every=4, ckpt_every=2, val_batches=1, val_puzzles=0)
-  c.train.update(train_overrides)
-  c.eval.after_train = False
   return c
 
 

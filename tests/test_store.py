@@ -295,7 +295,6 @@ def test_default_shard_size_is_the_tasks_preferred(tmp_path):
 
 def test_config_and_cli_shard_size_zero_is_the_tasks_preferred(tmp_path, registered,
                                                                 capsys):
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from mdm_jax import config_schema, evaluate, main  # pylint: disable=g-import-not-at-top
   c = config_schema.base_config()
   assert c.data.shard_size == 0  # the default: each task's preferred size
@@ -313,9 +312,10 @@ def test_config_and_cli_shard_size_zero_is_the_tasks_preferred(tmp_path, registe
   assert store.read_manifest(paths["test"])["shard_size"] == 7
   # Evaluation asks for the same datasets by the same rule (0 or none saved).
   for saved_size in (0, None):
-    saved = ml_collections.ConfigDict({"data": {"num_test": 9, "seed": 0,
+    # As evaluate() passes them: configs merged onto the schema's defaults.
+    saved = config_schema.merge_saved({"data": {"num_test": 9, "seed": 0,
                                                 "shard_size": saved_size}})
-    ex = evaluate._dataset(ml_collections.ConfigDict({"data": {"dir": str(tmp_path)}}),
+    ex = evaluate._dataset(config_schema.merge_saved({"data": {"dir": str(tmp_path)}}),
                            saved, PreferTask(), "test")
     assert ex["x"].shape == (9, LENGTH)
   # The CLI: no --shard-size, or 0.

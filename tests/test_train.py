@@ -3,7 +3,6 @@
 Runs use a tiny model on 3x3 Zebra puzzles (fast to generate) and the 8 virtual CPU
 devices of conftest.py; subprocesses inherit them, so runs are bitwise comparable.
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -21,35 +20,9 @@ from mdm_jax import checkpoint
 from mdm_jax import metrics as metrics_lib
 from mdm_jax import experiment
 from mdm_jax import train
+from tiny import STEPS, tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = 6
-
-
-def _common():
-  spec = importlib.util.spec_from_file_location("mdm_jax_configs_common",
-                                                ROOT / "configs" / "common.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def tiny_config(data_dir, **train_overrides):
-  c = _common().base_config()
-  c.task.name = "zebra"
-  c.task.params = {"min_houses": 3, "max_houses": 3, "min_attrs": 3, "max_attrs": 3}
-  c.data.dir = str(data_dir)
-  c.data.num_train, c.data.num_val, c.data.shard_size = 256, 32, 256
-  c.model.preset = "tiny"
-  c.model.overrides.num_layers = 1
-  c.model.overrides.d_model = 32
-  c.model.overrides.mlp_dim = 64
-  c.model.overrides.dropout = 0.1  # exercises the dropout rng across resumes
-  c.train.update(steps=STEPS, batch_size=16, lr=3e-3, warmup_steps=2, log_every=2,
-                 eval_every=3, ckpt_every=2, val_batches=1, val_puzzles=0, keep=10)
-  c.train.update(train_overrides)
-  c.eval.after_train = False
-  return c
 
 
 def write_config_file(config, path):
