@@ -12,6 +12,9 @@ from typing import Any
 import ml_collections
 
 
+OBJECTIVES = ("mdm", "arm", "pi")  # config.objective
+
+
 def default_data_dir() -> str:
   return os.path.expanduser(os.environ.get("MDM_JAX_DATA", "~/.cache/mdm_jax"))
 
@@ -48,10 +51,10 @@ def _check(cond: bool, msg: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Python-side checks of the fields training uses; one-line ValueErrors."""
   # pylint: disable=g-import-not-at-top  (configs import this module: keep it light)
-  from mdm_jax import experiment, losses, sampling, schedules
+  from mdm_jax import losses, sampling, schedules
   t = config.train
-  _check(config.objective in experiment.OBJECTIVES,
-         f"config.objective={config.objective!r}; choose one of {', '.join(experiment.OBJECTIVES)}")
+  _check(config.objective in OBJECTIVES,
+         f"config.objective={config.objective!r}; choose one of {', '.join(OBJECTIVES)}")
   for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every",
                "ckpt_every", "keep"):
     _check(int(t[name]) >= 1, f"config.train.{name} must be >= 1, got {t[name]}")

@@ -22,7 +22,7 @@ from mdm_jax.data import base
 from mdm_jax.data import store
 from mdm_jax.models import transformer
 
-OBJECTIVES = ("mdm", "arm", "pi")
+OBJECTIVES = config_schema.OBJECTIVES
 ApplyFn = Callable[[Any, jax.Array], jax.Array]  # (params, tokens_BxL) -> logits_BxLxV
 
 

@@ -41,6 +41,47 @@ def test_nothing_but_main_imports_train():
   assert "mdm_jax.train" in _imported_modules(PACKAGE / "main.py")
 
 
+def _module_name(path: pathlib.Path) -> str:
+  name = path.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+  return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _top_level_imports(path: pathlib.Path, modules: set[str]) -> set[str]:
+  """The package modules that `path` imports when it is loaded (module-level
+  statements); `from pkg import sub` counts as an import of pkg.sub."""
+  out = set()
+  for node in ast.parse(path.read_text(), str(path)).body:
+    if isinstance(node, ast.Import):
+      out.update(a.name for a in node.names if a.name in modules)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+      out.update(subs or ({node.module} & modules))
+  return out
+
+
+def test_module_import_graph_has_no_cycle():
+  """Loading any module never re-enters one that is still loading: the module-level
+  import graph of the package is a DAG (function-level imports are for optional or
+  heavy dependencies and the task registry)."""
+  paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+  graph = {m: _top_level_imports(p, set(paths)) - {m} for m, p in paths.items()}
+  state: dict[str, int] = {}
+
+  def visit(m: str, stack: list[str]) -> None:
+    state[m] = 1
+    for n in sorted(graph[m]):
+      assert state.get(n) != 1, f"import cycle: {' -> '.join(stack[stack.index(n):] + [n])}"
+      if n not in state:
+        visit(n, stack + [n])
+    state[m] = 2
+
+  for m in sorted(graph):
+    if m not in state:
+      visit(m, [m])
+  assert "mdm_jax.experiment" in graph["mdm_jax.evaluate"]  # the walk sees real edges
+  assert graph["mdm_jax.config_schema"] == set()  # configs import it: stays light
+
+
 def _modules_after(code: str) -> dict[str, bool]:
   script = (f"import sys\n{code}\n"
             f"import json; print(json.dumps({{m: m in sys.modules for m in {list(HEAVY)!r}}}))")
