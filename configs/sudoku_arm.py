@@ -9,9 +9,11 @@ cell (cell and value in one id) (`SudokuTask(arm_vocab=...)`);
 Presets:
   demo   6x6 Sudoku (2x3 boxes), tiny causal model, minutes on a CPU: exercises the
          pipeline only (it does not learn to solve in that time).
-  cpu    6x6 Sudoku (2x3 boxes), a 0.34M causal model, at most 30 minutes of
-         training on 2 CPU cores: the paper's "with vs without ordering" rows at CPU
-         scale (REPRODUCTION.md).
+  cpu    6x6 Sudoku (2x3 boxes), a 0.34M causal model, 3,600 steps, at most 30
+         minutes of training on 2 CPU cores. Measured: it solves no puzzle in that
+         budget with any layout; with `cell,rope` and 12,000 steps (30 minutes) it
+         learns the constraints (81% of digits right, teacher-forced) but still
+         solves none (REPRODUCTION.md, "ARM baseline, 6x6").
   paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
