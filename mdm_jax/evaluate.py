@@ -424,21 +424,21 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   names = ("tokens", "prompt_len") if strategies == (ARM_STRATEGY,) else ("tokens",)
 
   def generate(gen: Generator, batch_size: int, shard: bool | None
-               ) -> tuple[np.ndarray, list[np.ndarray], float, int]:
+               ) -> tuple[dict[str, np.ndarray], np.ndarray, list[np.ndarray], float, int]:
     inputs = gen.inputs(examples, key)
     out, seconds, timed = _run_batched(
         lambda *a: gen(params, dict(zip(names, a[:-1])), a[-1]),
         [inputs[n] for n in names], batch_size=batch_size, key=key, shard=shard,
         time_it=time_it)
-    return gen.answers(examples, out), out, seconds, timed
+    return inputs, gen.answers(examples, out), out, seconds, timed
 
   if strategies == (ARM_STRATEGY,):
     gen = Generator(task, ARM_STRATEGY, logits_fn=logits_fn, apply_fn=apply_fn,
                     arm_ordering=arm_ordering, arm_model=arm_model)
-    decoded, out, seconds, timed = generate(gen, batch_size, shard)
-    plen_N = gen.inputs(examples, key)["prompt_len"]
+    inputs, decoded, out, seconds, timed = generate(gen, batch_size, shard)
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
-                    np.asarray(out[0]).shape[1] - plen_N, None, seconds, timed)
+                    np.asarray(out[0]).shape[1] - inputs["prompt_len"], None, seconds,
+                    timed)
     results[ARM_STRATEGY] = result
     if verbose:
       print(_progress_line(result), flush=True)
@@ -452,7 +452,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     gen = Generator(task, strategy, logits_fn=logits_fn, apply_fn=apply_fn,
                     options=options)
     streamed = bool(options["slots"])  # one call streams every puzzle
-    out_tokens, (_, order, steps, nfe), seconds, timed = generate(
+    _, out_tokens, (_, order, steps, nfe), seconds, timed = generate(
         gen, n if streamed else batch_size, False if streamed else shard)
     result = _score(task, examples, strategy, out_tokens, maskable_NxL, steps, order,
                     seconds, timed, nfe)
