@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = {
     "sudoku_mdm": ("demo", "cpu", "paper", "gpu", "paper,bf16"),
     "sudoku_arm": ("demo", "paper", "gpu", "paper,row_major", "demo,random"),
-    "zebra_mdm": ("demo", "paper", "gpu"),
+    "zebra_mdm": ("demo", "cpu", "paper", "gpu"),
     "zebra_arm": ("demo", "paper,solver", "gpu,random"),
     "lo_nae_sat": ("demo", "paper", "paper,25", "paper,30", "paper,40", "paper,50",
                    "paper,100", "gpu,50"),
@@ -43,7 +43,7 @@ def _keys(config, prefix=""):
 def test_every_preset_has_the_schema_and_validates(name):
   schema = _keys(_load("common").base_config())
   module = _load(name)
-  for arg in CONFIGS[name]:
+  for arg in (*module.PRESETS, *CONFIGS[name]):  # every preset, then options
     config = module.get_config(arg)
     assert _keys(config) == schema, (name, arg)
     config_schema.validate(config)

@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mdm_jax import config_schema
 from mdm_jax.data import base
 from mdm_jax.data.store import ExamplesSource
-from mdm_jax.data.store import OBJECTIVES
 from mdm_jax.data.store import _canonical_params
 from mdm_jax.data.store import _check_int
 
@@ -168,8 +168,8 @@ def make_loader(task: base.Task, path: str, *, batch_size: int, seed: int,
   seed = _check_int("seed", seed, 0)
   if seed >= 2**31:
     raise ValueError(f"seed must be < 2**31, got {seed}")
-  if objective not in OBJECTIVES:
-    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+  if objective not in config_schema.OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(config_schema.OBJECTIVES)}")
   if objective == "arm":
     if ordering not in task.arm_orderings:
       raise ValueError(f"objective 'arm' needs ordering in {task.arm_orderings} for task "

@@ -39,12 +39,13 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from mdm_jax import config_schema
 from mdm_jax import fileio
 from mdm_jax.data import base
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-OBJECTIVES = ("mdm", "arm", "pi")
+OBJECTIVES = config_schema.OBJECTIVES
 
 _LOCK = ".lock"
 _KEY_RE = re.compile(r"^[A-Za-z0-9_]+$")
