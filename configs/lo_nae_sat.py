@@ -6,13 +6,18 @@ tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
   demo   N=8 latents, P=40 observations (or the given N with P=300-N), tiny
          model, minutes on a CPU: exercises the pipeline only; at this size and
          length the model stays at chance (no CPU-scale Table 1 yet, REPRODUCTION.md).
+  cpu    N=8 latents, P=40 observations (`cpu,16`: N=16, P=48), the tiny model
+         (0.10M), flat loss weight, 20,000 steps at batch 64 (about 25 minutes on
+         2 CPU cores), values sampled at temperature 1 (generation is
+         unconditional); REPRODUCTION.md, "L&O-NAE-SAT".
   paper  llama-19m (8 x 384, 6 heads, SwiGLU, RMSNorm, RoPE), lr 1e-3, batch 128.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
 """
 from mdm_jax import config_schema as common
 
-PRESETS = ("demo", "paper", "gpu")
+PRESETS = ("demo", "cpu", "paper", "gpu")
 PAIRS = {25: 275, 30: 270, 40: 260, 50: 250, 100: 200}  # N -> P (Kim et al. 2025, Table 1)
+CPU_PAIRS = {8: 40, 16: 48}  # N -> P of the `cpu` preset
 
 
 def lo_params(n: int, p: int):
@@ -28,11 +33,11 @@ def get_config(arg: str | None = None):
   rest = []
   for opt in options:
     if opt.isdigit():
-      n = int(opt)
-      if n not in PAIRS:
-        raise ValueError(f"N={n} is not one of the paper's latent counts "
-                         f"{', '.join(map(str, PAIRS))}")
-      pair = (n, PAIRS[n])
+      n, pairs = int(opt), CPU_PAIRS if preset == "cpu" else PAIRS
+      if n not in pairs:
+        raise ValueError(f"N={n} is not one of the {preset} preset's latent counts "
+                         f"{', '.join(map(str, pairs))}")
+      pair = (n, pairs[n])
     else:
       rest.append(opt)
   c = common.base_config()
@@ -45,6 +50,17 @@ def get_config(arg: str | None = None):
     common.tiny_model(c)
     c.data.num_train, c.data.num_val, c.data.num_test = 20_000, 256, 500
     common.demo_training(c)
+    c.eval.num_puzzles, c.eval.batch_size = 500, 250
+  elif preset == "cpu":
+    n, p = pair or (8, 40)
+    c.task.params = lo_params(n, p)
+    common.tiny_model(c)
+    c.data.num_train, c.data.num_val, c.data.num_test = 20_000, 512, 500
+    common.demo_training(c, steps=20_000)
+    c.diffusion.weighting = "flat"
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 500, 1_000, 2_000
+    c.train.val_batches = 8
+    c.sampler.temperature = 1.0
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
   else:
     n, p = pair or (25, 275)

@@ -16,7 +16,7 @@ CONFIGS = {
     "sudoku_arm": ("demo", "paper", "gpu", "paper,row_major", "demo,random"),
     "zebra_mdm": ("demo", "cpu", "paper", "gpu"),
     "zebra_arm": ("demo", "paper,solver", "gpu,random"),
-    "lo_nae_sat": ("demo", "paper", "paper,25", "paper,30", "paper,40", "paper,50",
+    "lo_nae_sat": ("demo", "cpu,16", "paper", "paper,25", "paper,30", "paper,40", "paper,50",
                    "paper,100", "gpu,50"),
     "pi_learner": ("demo", "paper", "paper,identity", "paper,much_closer",
                    "paper,closer", "paper,uniform"),
