@@ -1,6 +1,6 @@
 r"""Does an L&O-NAE-SAT MDM read the latents? A teacher-forced probe (a diagnostic).
 
-  python benchmarks/lo_nae_sat_probe.py WORKDIR [--num 1000]
+  python benchmarks/lo_nae_sat_probe.py WORKDIR [--num 1000] [--step S]
 
 For held-out sequences it masks a share of the observations and measures the
 denoiser's argmax error on them twice: with every latent visible, and with every
@@ -26,9 +26,12 @@ def main(argv=None) -> int:
   p.add_argument("workdir")
   p.add_argument("--num", type=int, default=1000)
   p.add_argument("--seed", type=int, default=123)
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  p.add_argument("--strategies", default="vanilla,margin",
+                 help="orders to generate with (comma-separated)")
   args = p.parse_args(argv)
   try:
-    params, _, task, apply_fn, _ = evaluate.load_model(args.workdir)
+    params, _, task, apply_fn, _ = evaluate.load_model(args.workdir, step=args.step)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -52,7 +55,7 @@ def main(argv=None) -> int:
                               for i in range(0, n, 250)])
     return float((p_NxLxV.argmax(-1) != x0_NxL)[scored_NxL].mean())
 
-  print(f"{args.workdir}: {task.name} N={k} P={task.num_obs}, {n} held-out sequences")
+  print(f"{args.workdir} (step {args.step or 'latest'}): {task.name} N={k} P={task.num_obs}, {n} held-out sequences")
   print("| masked | obs error, latents visible | obs error, latents masked |")
   print("|---|---:|---:|")
   for frac in (0.1, 0.5):
@@ -63,6 +66,23 @@ def main(argv=None) -> int:
     lat_m = is_lat_NxL & (rng.random(x0_NxL.shape) < frac)
     print(f"latent error, every observation visible, {frac:.0%} of latents masked: "
           f"{error(lat_m, lat_m):.4f}")
+  examples = task.generate("test", args.num, args.seed)
+  print("| generated (temperature 1) | fully consistent | consistent obs. | distinct latent "
+        "vectors | distinct among consistent | 'true' obs. | all latents equal |")
+  print("|---|---:|---:|---:|---:|---:|---:|")
+  for strategy in args.strategies.split(","):
+    gen = evaluate.Generator(task, strategy, apply_fn=apply_fn,
+                             options=dict(temperature=1.0, num_steps=50))
+    key = jax.random.key(args.seed)
+    out = gen(params, gen.inputs(examples, key), key)
+    tokens_NxL = np.asarray(gen.answers(examples, out))
+    scores = task.check(examples, tokens_NxL)
+    lat_NxK, ok_N = tokens_NxL[:, :k], scores["solved"]
+    print(f"| {strategy} | {ok_N.mean():.1%} | {scores['consistent_frac'].mean():.1%} | "
+          f"{len({r.tobytes() for r in lat_NxK})} of {n} | "
+          f"{len({r.tobytes() for r in lat_NxK[ok_N]})} | "
+          f"{tokens_NxL[:, k:data_len].mean():.3f} | "
+          f"{(lat_NxK.min(1) == lat_NxK.max(1)).mean():.1%} |")
   return 0
 
 

@@ -1,0 +1,66 @@
+"""The diagnostic probes of benchmarks/ (cited in REPRODUCTION.md) on tiny trained runs."""
+import importlib.util
+import pathlib
+import re
+
+import pytest
+
+from mdm_jax import train
+from tiny import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _probe(name):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("probes")
+  zebra = tiny_config(root / "data")
+  lo = tiny_config(root / "data")
+  lo.task.name = "lo_nae_sat"
+  lo.task.params = {"num_latents": 6, "num_obs": 10, "triples_seed": 0}
+  out = {}
+  for name, config in (("zebra", zebra), ("lo", lo)):
+    out[name] = str(root / name)
+    train.train(config, out[name])
+  return out
+
+
+def _numbers(text):
+  return [float(x) for x in re.findall(r"\| (\d\.\d{4}) ", text)]
+
+
+def test_zebra_probe_reports_errors_with_and_without_clues(runs, capsys):
+  assert _probe("zebra_probe").main([runs["zebra"], "--num", "40", "--step", "6"]) == 0
+  out = capsys.readouterr().out
+  assert "(step 6): zebra, 40 held-out puzzles, 3-3 houses" in out
+  assert "chance with every cell masked and no clues: 0.6667" in out
+  errors = _numbers(out)
+  assert len(errors) == 6 and all(0.0 <= e <= 1.0 for e in errors)
+
+
+def test_lo_nae_sat_probe_reports_errors_and_sample_diversity(runs, capsys):
+  assert _probe("lo_nae_sat_probe").main([runs["lo"], "--num", "30"]) == 0
+  out = capsys.readouterr().out
+  assert "lo_nae_sat N=6 P=10, 30 held-out sequences" in out
+  rows = [l for l in out.splitlines() if l.startswith(("| vanilla |", "| margin |"))]
+  assert len(rows) == 2
+  for row in rows:
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    distinct, of = map(int, re.match(r"(\d+) of (\d+)", cells[3]).groups())
+    assert of == 30 and 1 <= distinct <= min(30, 2 ** 6)
+    assert int(cells[4]) <= distinct
+    assert 0.0 <= float(cells[5]) <= 1.0
+
+
+@pytest.mark.parametrize("probe,other", [("zebra_probe", "lo"), ("lo_nae_sat_probe", "zebra")])
+def test_probe_of_the_wrong_task_is_a_one_line_error(runs, probe, other, capsys):
+  assert _probe(probe).main([runs[other], "--num", "4"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "not" in err
