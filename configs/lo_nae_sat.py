@@ -4,8 +4,8 @@ r"""L&O-NAE-SAT masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table
 tokens, one of the paper's five (N, P) pairs: 25 (P=275), 30 (270), 40 (260),
 50 (250), 100 (200); default 25. Presets:
   demo   N=8 latents, P=40 observations (or the given N with P=300-N), tiny
-         model, minutes on a CPU: exercises the pipeline only; at this size and
-         length the model stays at chance (no CPU-scale Table 1 yet, REPRODUCTION.md).
+         model, 1,500 steps, minutes on a CPU: exercises the pipeline only (the
+         model has not yet learned to read the latents; `cpu` has).
   cpu    N=8 latents, P=40 observations (`cpu,16`: N=16, P=48), the tiny model
          (0.10M), flat loss weight, 20,000 steps at batch 64 (about 25 minutes on
          2 CPU cores), values sampled at temperature 1 (generation is

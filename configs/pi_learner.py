@@ -8,8 +8,8 @@ the latents that determine them, and the loss gets worse. L&O-NAE-SAT is used
 because every position is generated (no prompt), as in the paper's text runs.
 
 `--config=configs/pi_learner.py:<preset>[,<order>][,bf16]`; presets:
-  demo   N=8, P=40, tiny causal model, minutes on a CPU: exercises the pipeline
-         only (no CPU-scale pi-learner comparison yet, REPRODUCTION.md).
+  demo   N=8, P=40, tiny causal model, 1,500 steps, minutes on a CPU: exercises
+         the pipeline only (`cpu` is the measured comparison).
   cpu    N=8, P=40, the tiny causal model, 3,000 steps at batch 64 (about 5 minutes
          per order on 2 CPU cores): the four orders and the MDM
          (`lo_nae_sat.py:demo` with the same steps) compared in REPRODUCTION.md.
