@@ -68,7 +68,7 @@ def main(argv=None) -> int:
   print(f"{args.num} held-out puzzles, margin order; adaptive settings "
         + (f"streamed through {args.slots} slots" if args.slots else
            f"in batches of {args.batch}"))
-  print(f"| k_mode | setting | accuracy | mean NFE | puzzles/s |\n|---|---|---:|---:|---:|")
+  print("| k_mode | setting | accuracy | mean NFE | puzzles/s |\n|---|---|---:|---:|---:|")
   print(f"| fixed 50 steps | | {base_acc:.1f}% | {base_nfe:.1f} | {base_pps:.1f} |")
   rows = []
   for k_mode, opts in SWEEP:

@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: wall-clock timing and a float32 matmul peak.
+"""Shared benchmark helpers: wall-clock timing, a float32 matmul peak, and loading a
+trained run for the diagnostic probes.
 
 Every benchmark reports a ratio against a peak measured in the same run, so that the
 numbers are comparable on a shared, noisy machine. Typical use:
@@ -91,3 +92,13 @@ def matmul_peak_gflops(sizes: Sequence[int] = DEFAULT_PEAK_SIZES, *,
                       clock=clock)
     best = max(best, flops / seconds / 1e9)
   return best
+
+
+def load_run(workdir: str, task_name: str, step: int | None = None) -> tuple[Any, Any, Any]:
+  """(params, task, apply_fn) of a trained run of `task_name`; ValueError naming the
+  problem for a missing run or step, or a run of another task."""
+  from mdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  params, _, task, apply_fn, _ = evaluate.load_model(workdir, step=step)
+  if task.name != task_name:
+    raise ValueError(f"{workdir} is a {task.name} run, not {task_name}")
+  return params, task, apply_fn

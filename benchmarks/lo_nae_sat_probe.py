@@ -12,13 +12,16 @@ on latents with every observation visible and a share of the latents masked.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdm_jax import evaluate
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import load_run  # noqa: E402
+from mdm_jax import evaluate  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,12 +34,9 @@ def main(argv=None) -> int:
                  help="orders to generate with (comma-separated)")
   args = p.parse_args(argv)
   try:
-    params, _, task, apply_fn, _ = evaluate.load_model(args.workdir, step=args.step)
+    params, task, apply_fn = load_run(args.workdir, "lo_nae_sat", step=args.step)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 2
-  if task.name != "lo_nae_sat":
-    print(f"error: {args.workdir} is a {task.name} run, not lo_nae_sat", file=sys.stderr)
     return 2
   x0_NxL = np.asarray(task.mdm_encode(task.generate("test", args.num, args.seed))["tokens"],
                       np.int32)

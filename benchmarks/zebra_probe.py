@@ -12,13 +12,15 @@ when every cell is masked (without clues the best possible error there is 1 - 1/
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mdm_jax import evaluate
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import load_run  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -29,14 +31,12 @@ def main(argv=None) -> int:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   args = p.parse_args(argv)
   try:
-    params, _, task, apply_fn, _ = evaluate.load_model(args.workdir, step=args.step)
+    params, task, apply_fn = load_run(args.workdir, "zebra", step=args.step)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if task.name != "zebra":
-    print(f"error: {args.workdir} is a {task.name} run, not zebra", file=sys.stderr)
-    return 2
-  enc = task.mdm_encode(task.generate("test", args.num, args.seed))
+  examples = task.generate("test", args.num, args.seed)
+  enc = task.mdm_encode(examples)
   x0_NxL, answer_NxL = np.asarray(enc["tokens"], np.int32), enc["maskable"]
   mask_id, pad = int(task.mdm_layout().mask_id), int(task.vocab.pad)
   sep_pos = int(np.argmax(x0_NxL[0] == task.vocab.sep))  # [sizes (2), clue slots, SEP]
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
                            for i in range(0, len(x_NxL), 250)])
     return float((pred != x0_NxL)[scored_NxL].mean())
 
-  houses = np.asarray(task.generate("test", args.num, args.seed)["num_houses"])
+  houses = np.asarray(examples["num_houses"])
   print(f"{args.workdir} (step {args.step or 'latest'}): zebra, {len(x0_NxL)} held-out "
         f"puzzles, {houses.min()}-{houses.max()} houses; chance with every cell masked "
         f"and no clues: {np.mean(1 - 1 / houses):.4f}")
