@@ -169,7 +169,8 @@ def make_loader(task: base.Task, path: str, *, batch_size: int, seed: int,
   if seed >= 2**31:
     raise ValueError(f"seed must be < 2**31, got {seed}")
   if objective not in config_schema.OBJECTIVES:
-    raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(config_schema.OBJECTIVES)}")
+    raise ValueError(f"unknown objective {objective!r}; choose one of "
+                     f"{', '.join(config_schema.OBJECTIVES)}")
   if objective == "arm":
     if ordering not in task.arm_orderings:
       raise ValueError(f"objective 'arm' needs ordering in {task.arm_orderings} for task "
