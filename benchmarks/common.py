@@ -102,3 +102,14 @@ def load_run(workdir: str, task_name: str, step: int | None = None) -> tuple[Any
   if task.name != task_name:
     raise ValueError(f"{workdir} is a {task.name} run, not {task_name}")
   return params, task, apply_fn
+
+
+def probe_parser(description: str) -> Any:
+  """The probes' arguments: WORKDIR, --num held-out examples, --seed, --step."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("workdir")
+  p.add_argument("--num", type=int, default=1000)
+  p.add_argument("--seed", type=int, default=123)
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  return p

@@ -11,7 +11,6 @@ on latents with every observation visible and a share of the latents masked.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -20,16 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import load_run  # noqa: E402
+from benchmarks.common import load_run, probe_parser  # noqa: E402
 from mdm_jax import evaluate  # noqa: E402
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("workdir")
-  p.add_argument("--num", type=int, default=1000)
-  p.add_argument("--seed", type=int, default=123)
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  p = probe_parser(__doc__.splitlines()[0])
   p.add_argument("--strategies", default="vanilla,margin",
                  help="orders to generate with (comma-separated)")
   args = p.parse_args(argv)

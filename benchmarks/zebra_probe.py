@@ -11,7 +11,6 @@ when every cell is masked (without clues the best possible error there is 1 - 1/
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -20,15 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import load_run  # noqa: E402
+from benchmarks.common import load_run, probe_parser  # noqa: E402
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("workdir")
-  p.add_argument("--num", type=int, default=1000)
-  p.add_argument("--seed", type=int, default=123)
-  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  p = probe_parser(__doc__.splitlines()[0])
   args = p.parse_args(argv)
   try:
     params, task, apply_fn = load_run(args.workdir, "zebra", step=args.step)
