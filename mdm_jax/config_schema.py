@@ -228,6 +228,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.after_train = True
   c.eval.seed = 0
+  # ARM checkpoints: greedy decoding writes legal moves only (a cell still empty, a
+  # value; `Task.arm_legal_fn`), as an MDM only fills masked cells. False: the
+  # model's unconstrained argmax (a move into a filled cell is then lost).
+  c.eval.arm_legal = True
   c.eval.params = "ema"  # 'ema' | 'raw': which parameters evaluation decodes with
   c.eval.sweep_steps = (5, 10, 25, 50)  # accuracy-vs-steps sweep on the first split; () = off
   c.eval.sweep_puzzles = 1_000  # puzzles of that sweep (at most the split's size)

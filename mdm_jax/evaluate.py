@@ -216,14 +216,17 @@ class Generator:
   tokens_NxL = gen.answers(examples, out)  # MDM layout, for task.check
 
   MDM strategies return (tokens, order, steps, nfe); 'greedy' (causal models, in
-  `arm_ordering`) returns (tokens,) of the ARM layout. `logits_fn` (tokens ->
-  logits, no params) replaces `apply_fn`; with `arm_model` (the causal Transformer
-  behind apply_fn) greedy decoding uses its key/value cache (same tokens).
+  `arm_ordering`) returns (tokens,) of the ARM layout, written as legal moves only
+  (`task.arm_legal_fn()`, where the task has one) unless `arm_legal=False`.
+  `logits_fn` (tokens -> logits, no params) replaces `apply_fn`; with `arm_model`
+  (the causal Transformer behind apply_fn) greedy decoding uses its key/value cache
+  (same tokens).
   """
 
   def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,
                apply_fn: ApplyFn | None = None, options: Mapping[str, Any] | None = None,
-               arm_ordering: str | None = None, arm_model: Any = None):
+               arm_ordering: str | None = None, arm_model: Any = None,
+               arm_legal: bool = True):
     if (logits_fn is None) == (apply_fn is None):
       raise ValueError("give exactly one of logits_fn or apply_fn")
     self.task, self.strategy = task, strategy
@@ -234,14 +237,16 @@ class Generator:
                          f"{', '.join(task.arm_orderings) or '(none: task has no ARM layout)'};"
                          f" got {arm_ordering!r}")
       self.arm_ordering = arm_ordering
+      legal = task.arm_legal_fn() if arm_legal else None
       if logits_fn is not None:
-        self._fn = lambda params, tokens, plen, key: sampling.ar_greedy(logits_fn, tokens, plen)
+        self._fn = lambda params, tokens, plen, key: sampling.ar_greedy(
+            logits_fn, tokens, plen, legal)
       elif arm_model is not None:
         self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy_cached(
-            arm_model, params, tokens, plen))
+            arm_model, params, tokens, plen, legal))
       else:
         self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy(
-            functools.partial(apply_fn, params), tokens, plen))
+            functools.partial(apply_fn, params), tokens, plen, legal))
       return
     mask_id = int(task.mdm_layout().mask_id)
     opts = sampling.strategy_options(strategy, dict(options or {}))
@@ -364,6 +369,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         slots: int = 0,
                         arm_ordering: str | None = None,
                         arm_model: Any = None,
+                        arm_legal: bool = True,
                         shard: bool | None = None,
                         time_it: bool = True,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -388,6 +394,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     arm_model: for 'greedy' with apply_fn: the causal `models.Transformer` behind
       apply_fn; decodes with its key/value cache (`sampling.ar_greedy_cached`, the
       same tokens) instead of one full forward per token (`sampling.ar_greedy`).
+    arm_legal: for 'greedy': write only legal moves (`task.arm_legal_fn()`: an
+      empty cell, a value), as an MDM only fills masked positions; False: the
+      unconstrained argmax.
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
     time_it: measure puzzles/s (a single batch then runs twice); False: one pass,
@@ -434,7 +443,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
 
   if strategies == (ARM_STRATEGY,):
     gen = Generator(task, ARM_STRATEGY, logits_fn=logits_fn, apply_fn=apply_fn,
-                    arm_ordering=arm_ordering, arm_model=arm_model)
+                    arm_ordering=arm_ordering, arm_model=arm_model, arm_legal=arm_legal)
     inputs, decoded, out, seconds, timed = generate(gen, batch_size, shard)
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
                     np.asarray(out[0]).shape[1] - inputs["prompt_len"], None, seconds,
@@ -782,7 +791,9 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   arm_ordering = str(saved.data.ordering or "") or None
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
+  arm_legal = bool(cfg.eval.get("arm_legal", True))
   if objective == "arm":  # greedy decoding with the model's key/value cache
+    result["arm_legal"] = arm_legal
     arm_model = experiment.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(cfg.eval.batch_size), 1)
   key = jax.random.PRNGKey(int(cfg.eval.seed))
@@ -801,7 +812,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     per = evaluate_strategies(
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
         batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
-        verbose=True,
+        arm_legal=arm_legal, verbose=True,
         **(sampler_options if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,
@@ -880,6 +891,7 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
       apply_fn=restored.apply_fn, params=params,
       strategies=(ARM_STRATEGY,) if arm else tuple(config.sampler.strategies),
       arm_ordering=str(saved.data.ordering) if arm else None, arm_model=model,
+      arm_legal=bool(config.eval.get("arm_legal", True)),
       batch_size=num, time_it=False, **experiment.sampler_options(config))
   for name, r in scored.items():
     print(f"== {name}: solved {r.num_solved}/{num}")

@@ -1010,8 +1010,23 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
   return sampler
 
 
+LegalFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _legal_argmax(logits_BxV: jax.Array, tokens_BxL: jax.Array, pos: jax.Array,
+                  legal_fn: LegalFn | None) -> jax.Array:
+  """int32[B]: the best token, among `legal_fn(tokens_BxL, pos)` when given."""
+  if legal_fn is not None:
+    legal_BxV = legal_fn(tokens_BxL, pos)
+    if legal_BxV.shape != logits_BxV.shape:
+      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
+                       f"position have shape {logits_BxV.shape}")
+    logits_BxV = jnp.where(legal_BxV, logits_BxV, -jnp.inf)
+  return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+
+
 def _ar_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array,
-             prompt_len_B: jax.Array) -> jax.Array:
+             prompt_len_B: jax.Array, legal_fn: LegalFn | None = None) -> jax.Array:
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
   length = tokens_BxL.shape[1]
@@ -1022,7 +1037,7 @@ def _ar_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array,
     _check_logits_shape(logits_BxLxV, tokens_BxL.shape, None)
     prev_BxV = jax.lax.dynamic_index_in_dim(logits_BxLxV, pos - 1, axis=1,
                                             keepdims=False)
-    next_B = jnp.argmax(prev_BxV, axis=-1).astype(jnp.int32)
+    next_B = _legal_argmax(prev_BxV, tokens_BxL, pos, legal_fn)
     write_BxL = (iota_L == pos) & (pos >= prompt_len_B)[:, None]
     return jnp.where(write_BxL, next_B[:, None], tokens_BxL)
 
@@ -1030,21 +1045,29 @@ def _ar_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array,
   return jax.lax.fori_loop(start, length, body, tokens_BxL)
 
 
-_ar_jit = jax.jit(_ar_loop, static_argnames=("logits_fn",))
+_ar_jit = jax.jit(_ar_loop, static_argnames=("logits_fn", "legal_fn"))
 
 
 def ar_greedy(logits_fn: LogitsFn, tokens_BxL: jax.Array,
-              prompt_len_B: jax.Array) -> jax.Array:
+              prompt_len_B: jax.Array, legal_fn: LegalFn | None = None) -> jax.Array:
   """Greedy left-to-right decoding with a causal model; traceable.
 
   `logits_fn(tokens_BxL)[:, i]` predicts token i+1. Positions >= prompt_len_B[b] of
   row b are rewritten left to right (one full forward pass per position); positions
-  < prompt_len are kept. Returns int32[B, L].
+  < prompt_len are kept. `legal_fn(tokens_BxL, pos) -> bool[B, V]`, when given,
+  restricts the token written at `pos` (e.g. `task.arm_legal_fn()`: moves into empty
+  cells only). Returns int32[B, L].
   """
   if not callable(logits_fn):
     raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  _check_legal_fn(legal_fn)
   _check_prompt(tokens_BxL, prompt_len_B)
-  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B)
+  return _ar_jit(logits_fn, tokens_BxL, prompt_len_B, legal_fn)
+
+
+def _check_legal_fn(legal_fn: Any) -> None:
+  if legal_fn is not None and not callable(legal_fn):
+    raise ValueError(f"legal_fn must be callable or None, got {type(legal_fn).__name__}")
 
 
 def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
@@ -1064,7 +1087,7 @@ def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
 
 
 def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
-                    prompt_len_B: jax.Array) -> jax.Array:
+                    prompt_len_B: jax.Array, legal_fn: LegalFn | None = None) -> jax.Array:
   tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
   prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
   length = tokens_BxL.shape[1]
@@ -1078,7 +1101,7 @@ def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
     tokens_BxL, cache = carry
     prev_B = jax.lax.dynamic_index_in_dim(tokens_BxL, pos - 1, axis=1, keepdims=False)
     logits_BxV, cache = kv_cache.decode_step(config, params, cache, prev_B, pos - 1)
-    next_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+    next_B = _legal_argmax(logits_BxV, tokens_BxL, pos, legal_fn)
     write_BxL = (iota_L == pos) & (pos >= prompt_len_B)[:, None]  # else: the prompt's
     return jnp.where(write_BxL, next_B[:, None], tokens_BxL), cache
 
@@ -1086,11 +1109,12 @@ def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
   return jax.lax.fori_loop(start, length, body, (tokens_BxL, cache))[0]
 
 
-_ar_cached_jit = jax.jit(_ar_cached_loop, static_argnames=("config",))
+_ar_cached_jit = jax.jit(_ar_cached_loop, static_argnames=("config", "legal_fn"))
 
 
 def ar_greedy_cached(model: Any, params: Any, tokens_BxL: jax.Array,
-                     prompt_len_B: jax.Array) -> jax.Array:
+                     prompt_len_B: jax.Array, legal_fn: LegalFn | None = None
+                     ) -> jax.Array:
   """`ar_greedy` for a causal `models.Transformer`, with a key/value cache; traceable.
 
   The same decoding, token for token (tests/test_sampling.py), in one
@@ -1107,13 +1131,15 @@ def ar_greedy_cached(model: Any, params: Any, tokens_BxL: jax.Array,
     tokens_BxL: int32[B, L], L <= config.seq_len; positions >= prompt_len_B[b] are
       overwritten (their input values are never used).
     prompt_len_B: int[B] in [1, L].
+    legal_fn: as for `ar_greedy`.
 
   Returns int32[B, L].
   """
   config = kv_cache.check_config(model)
   kv_cache.network_params(params)
+  _check_legal_fn(legal_fn)
   _check_prompt(tokens_BxL, prompt_len_B)
   if tokens_BxL.shape[1] > config.seq_len:
     raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
                      f"seq_len={config.seq_len}")
-  return _ar_cached_jit(config, params, tokens_BxL, prompt_len_B)
+  return _ar_cached_jit(config, params, tokens_BxL, prompt_len_B, legal_fn)

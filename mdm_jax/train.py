@@ -375,7 +375,8 @@ class _SolveRate:
         run.task, evaluate.ARM_STRATEGY if arm else c.train.val_strategy,
         apply_fn=experiment.inference_fn(run.model),
         options=None if arm else sampling.config_options(c.sampler),
-        arm_ordering=c.data.ordering if arm else None, arm_model=run.model if arm else None)
+        arm_ordering=c.data.ordering if arm else None, arm_model=run.model if arm else None,
+        arm_legal=bool(c.eval.get("arm_legal", True)))
     inputs = self.gen.inputs(self.examples, jax.random.PRNGKey(int(c.data.seed)))
     self.inputs = {k: v[lo:hi] for k, v in inputs.items()}
 

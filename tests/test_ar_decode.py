@@ -80,6 +80,31 @@ def test_cached_greedy_equals_full_recompute_token_for_token(style, seed):
       sampling.ar_greedy(apply, tokens[:, :20], short))
 
 
+def _no_repeat(tokens_BxL, pos):
+  """A legal_fn: any token not yet in the row (ties broken towards the argmax)."""
+  seen_BxV = jnp.any((tokens_BxL[..., None] == jnp.arange(VOCAB))
+                     & (jnp.arange(tokens_BxL.shape[1]) < pos)[None, :, None], axis=1)
+  return ~seen_BxV
+
+
+def test_legal_fn_restricts_both_decoders_the_same_way():
+  model, params = _model("gpt2")
+  tokens, prompt_len = _prompts(4, 3, [1, 2, 3, 4])
+  apply = lambda t: model.apply({"params": params}, t)  # noqa: E731
+  short = tokens[:, :VOCAB]  # at most VOCAB positions: a distinct token for each
+  want = np.asarray(sampling.ar_greedy(apply, short, prompt_len, _no_repeat))
+  got = np.asarray(sampling.ar_greedy_cached(model, params, short, prompt_len, _no_repeat))
+  np.testing.assert_array_equal(got, want)
+  for row, n in zip(got, prompt_len):
+    assert all(row[p] not in row[:p] for p in range(n, len(row)))
+  free = np.asarray(sampling.ar_greedy(apply, short, prompt_len))
+  assert any(len(set(r.tolist())) < len(r) for r in free)  # unrestricted: repeats
+  with pytest.raises(ValueError, match="legal_fn"):
+    sampling.ar_greedy(apply, short, prompt_len, legal_fn=3)
+  with pytest.raises(ValueError, match="legal_fn returned shape"):
+    sampling.ar_greedy(apply, short, prompt_len, lambda t, p: jnp.ones((1, 2), bool))
+
+
 def test_cached_greedy_in_bfloat16_matches_its_logits():
   model, params = _model("llama", dtype="bfloat16")
   tokens, prompt_len = _prompts(3, 2, [4, 9, 2])

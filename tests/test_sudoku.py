@@ -562,3 +562,32 @@ def test_arm_vocabs_round_trip_and_keep_the_data(small_sets, vocab, width, size)
   assert dec.min() >= 0 and dec.max() <= 6
   with pytest.raises(ValueError, match="arm_vocab"):
     get_task("sudoku", box_rows=2, box_cols=3, arm_vocab="pairs")
+
+
+@pytest.mark.parametrize("vocab", ["shared", "by_role", "cell", "joint"])
+def test_arm_legal_moves_fill_each_empty_cell_once(small_sets, vocab):
+  """Greedy decoding of random logits, restricted to `arm_legal_fn`, writes every
+  empty cell exactly once with a digit; unrestricted, it leaves cells empty."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
+  task = get_task("sudoku", box_rows=2, box_cols=3, arm_vocab=vocab)
+  ex = {k: v[:8] for k, v in small_sets[(2, 3)].items()}
+  tokens, plen = task.arm_prompt(ex, "row_major")
+  layout = task.arm_layout("row_major")
+  logits = jnp.asarray(np.random.default_rng(0).normal(
+      size=(len(tokens), layout.seq_len, layout.vocab_size)), jnp.float32)
+  out = np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen, task.arm_legal_fn()))
+  np.testing.assert_array_equal(out[np.arange(out.shape[1])[None] < plen[:, None]],
+                                tokens[np.arange(out.shape[1])[None] < plen[:, None]])
+  decoded = task.arm_decode(ex, out)
+  assert (decoded < 6).all()  # no cell left MASK
+  given = ex["puzzle"] > 0
+  np.testing.assert_array_equal(decoded[given], ex["puzzle"][given] - 1)
+  width = out.shape[1] // 36
+  r, c, v = task._arm_cells(out.reshape(len(out), 36, width).astype(np.int64))
+  for i, n in enumerate(plen // width):
+    cells = r[i, n:] * 6 + c[i, n:]
+    assert sorted(cells.tolist()) == np.flatnonzero(~given[i]).tolist()
+    assert ((v[i, n:] >= 1) & (v[i, n:] <= 6)).all()
+  free = task.arm_decode(ex, np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen)))
+  assert (free == 6).any()

@@ -477,3 +477,29 @@ def test_bad_arguments(task, examples):
     task.check(examples, np.zeros((2, 5), np.int32))
   rebuilt = get_task("zebra", **task.params())
   assert rebuilt.params() == task.params()
+
+
+def test_arm_legal_moves_fill_each_cell_once(task, examples):
+  """Greedy decoding of random logits, restricted to `arm_legal_fn`, writes each of
+  the H*A cells once with a value < H, then PAD; unrestricted, it leaves cells empty."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
+  ex = {k: v[:12] for k, v in examples.items()}
+  tokens, plen = task.arm_prompt(ex, "row_major")
+  layout = task.arm_layout("row_major")
+  logits = jnp.asarray(np.random.default_rng(0).normal(
+      size=(len(tokens), layout.seq_len, layout.vocab_size)), jnp.float32)
+  out = np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen, task.arm_legal_fn()))
+  v = task.vocab
+  for i in range(len(out)):
+    nh, na = int(ex["num_houses"][i]), int(ex["num_attrs"][i])
+    np.testing.assert_array_equal(out[i, :plen[i]], tokens[i, :plen[i]])
+    triples = out[i, plen[i]:plen[i] + 3 * nh * na].reshape(-1, 3)
+    hs, as_, vals = triples[:, 0] - v.house0, triples[:, 1] - v.attr0, triples[:, 2] - v.value0
+    assert sorted((hs * na + as_).tolist()) == list(range(nh * na)), i
+    assert ((vals >= 0) & (vals < nh)).all()
+    assert (out[i, plen[i] + 3 * nh * na:] == v.pad).all()
+  decoded = task.arm_decode(ex, out)
+  assert not (decoded == v.mask).any()
+  free = task.arm_decode(ex, np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen)))
+  assert (free == v.mask).any()

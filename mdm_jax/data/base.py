@@ -116,6 +116,13 @@ class Task(abc.ABC):
     """ARM-layout outputs -> MDM-layout tokens int32[N, L] that `check` can score."""
     raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
 
+  def arm_legal_fn(self) -> Callable[[Any, Any], Any] | None:
+    """None, or a traceable `legal(tokens_BxL, pos) -> bool[B, V]`: the tokens that
+    make a well-formed move at position `pos` given `tokens_BxL[:, :pos]` (a cell that
+    is still empty, a value), for greedy ARM decoding that writes legal moves only,
+    as an MDM only fills masked positions. It says nothing about the puzzle's rules."""
+    return None
+
   def augment(self, examples: Examples, rng: np.random.Generator) -> Examples:
     """Random symmetry of the examples (identity unless the task has symmetries)."""
     del rng

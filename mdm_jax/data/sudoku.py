@@ -30,6 +30,7 @@ of 9x9 grids give one).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 import os
 import re
@@ -613,6 +614,15 @@ class SudokuTask(Task):
     loss_mask = np.arange(tokens.shape[1])[None] >= prompt_len[:, None]
     return {"tokens": tokens, "loss_mask": loss_mask, "prompt_len": prompt_len}
 
+  def arm_legal_fn(self) -> Any:
+    """Greedy ARM decoding's legal moves in every `arm_vocab`: a row that still has an
+    empty cell, then a column whose cell in that row is empty, then a digit; or an
+    empty cell's id, then a digit ('cell'); or an empty cell with any digit ('joint')."""
+    if getattr(self, "_legal", None) is None:
+      self._legal = functools.partial(_arm_legal, n=self.n, vocab=self.arm_vocab,
+                                      vocab_size=self.arm_layout("row_major").vocab_size)
+    return self._legal
+
   def arm_decode(self, examples: Examples, tokens_NxLp: np.ndarray) -> np.ndarray:
     """Reads the answer triples; the first valid triple for an empty cell wins.
     Triples with out-of-range ids or aimed at clue cells are ignored; cells no
@@ -643,3 +653,48 @@ class SudokuTask(Task):
     self._check_examples(examples)
     src, dmap = random_symmetry(self.geometry, np.shape(examples["puzzle"])[0], rng)
     return apply_symmetry(examples, src, dmap)
+
+
+def _arm_legal(tokens_BxL: Any, pos: Any, *, n: int, vocab: str, vocab_size: int) -> Any:
+  """bool[B, vocab_size]: the legal tokens at position `pos` (see
+  `SudokuTask.arm_legal_fn`), from the complete cell groups before `pos`; traceable."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  b, length = tokens_BxL.shape
+  w = {"cell": 2, "joint": 1}.get(vocab, 3)
+  k = length // w
+  groups_BxKxW = tokens_BxL[:, :k * w].reshape(b, k, w)
+  if vocab == "joint":
+    cell_BxK = groups_BxKxW[..., 0] // n
+    ok_BxK = (groups_BxKxW[..., 0] >= 0) & (groups_BxKxW[..., 0] < n ** 3)
+  elif vocab == "cell":
+    cell_BxK = groups_BxKxW[..., 0]
+    ok_BxK = (cell_BxK >= 0) & (cell_BxK < n * n)
+  else:
+    col_off = n if vocab == "by_role" else 0
+    r_BxK, c_BxK = groups_BxKxW[..., 0], groups_BxKxW[..., 1] - col_off
+    ok_BxK = (r_BxK >= 0) & (r_BxK < n) & (c_BxK >= 0) & (c_BxK < n)
+    cell_BxK = r_BxK * n + c_BxK
+  ok_BxK &= (jnp.arange(k) < pos // w)[None]
+  filled_BxC = jnp.any((cell_BxK[..., None] == jnp.arange(n * n)) & ok_BxK[..., None], 1)
+  empty_BxC = ~filled_BxC
+
+  def place(mask_BxM: Any, offset: int) -> Any:
+    m = mask_BxM.shape[1]
+    return jnp.pad(mask_BxM, ((0, 0), (offset, vocab_size - offset - m)))
+
+  digits_Bxn = jnp.ones((b, n), bool)
+  if vocab == "joint":
+    return place(jnp.repeat(empty_BxC, n, axis=1), 0)
+  slot = pos % w
+  if vocab == "cell":
+    return jnp.where(slot == 0, place(empty_BxC, 0), place(digits_Bxn, n * n))
+  col_off, value_off = (n, 2 * n - 1) if vocab == "by_role" else (0, 0)
+  empty_Bxnxn = empty_BxC.reshape(b, n, n)
+  prev_B = tokens_BxL[:, jnp.maximum(pos - 1, 0)]
+  row_B = jnp.clip(prev_B, 0, n - 1)
+  cols_Bxn = jnp.take_along_axis(empty_Bxnxn, row_B[:, None, None], axis=1)[:, 0]
+  return jnp.where(slot == 0, place(empty_Bxnxn.any(2), 0),
+                   jnp.where(slot == 1, place(cols_Bxn, col_off),
+                             place(digits_Bxn, value_off + 1)))
+

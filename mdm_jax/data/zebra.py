@@ -546,6 +546,15 @@ class ZebraTask(base.Task):
     return {"tokens": tokens, "loss_mask": loss_mask,
             "prompt_len": prompt_len.astype(np.int32)}
 
+  def arm_legal_fn(self) -> Any:
+    """Greedy ARM decoding's legal moves: a house that still has an empty cell, then
+    an attribute whose cell in that house is empty, then a value < H; PAD once all
+    H*A cells are written. H, A and the prompt's end (SEP) are read off the tokens."""
+    if getattr(self, "_legal", None) is None:
+      self._legal = functools.partial(_arm_legal, vocab=self.vocab,
+                                      max_houses=self.max_houses, max_attrs=self.max_attrs)
+    return self._legal
+
   def arm_decode(self, examples: base.Examples, tokens_NxLp: np.ndarray) -> np.ndarray:
     """Reads H*A triples after the prompt; the first triple naming a cell wins."""
     v = self.vocab
@@ -647,3 +656,47 @@ def default_max_clues(max_houses: int, max_attrs: int) -> int:
   """
   k = (max_houses - 1) * max_attrs
   return math.ceil(1.1 * k + 1.6 * math.sqrt(k))
+
+
+def _arm_legal(tokens_BxL: Any, pos: Any, *, vocab: Vocab, max_houses: int,
+               max_attrs: int) -> Any:
+  """bool[B, vocab.size]: the legal tokens at position `pos` (`ZebraTask.arm_legal_fn`),
+  from the complete answer triples before `pos`; traceable."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  v = vocab
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  b, length = tokens_BxL.shape
+  nh_B = tokens_BxL[:, 0] - v.house0 + 1
+  na_B = tokens_BxL[:, 1] - v.attr0 + 1
+  start_B = jnp.argmax(tokens_BxL == v.sep, axis=1) + 1  # the first answer token
+  cells = max_houses * max_attrs
+  at_BxKx3 = start_B[:, None, None] + 3 * jnp.arange(cells)[None, :, None] + jnp.arange(3)
+  trip_BxKx3 = jnp.take_along_axis(tokens_BxL[:, :, None],
+                                   jnp.clip(at_BxKx3, 0, length - 1).reshape(b, -1, 1),
+                                   axis=1).reshape(b, cells, 3)
+  h_BxK = trip_BxKx3[..., 0] - v.house0
+  a_BxK = trip_BxKx3[..., 1] - v.attr0
+  done_BxK = (at_BxKx3[..., 2] < pos) & (jnp.arange(cells)[None] < (nh_B * na_B)[:, None])
+  ok_BxK = done_BxK & (h_BxK >= 0) & (h_BxK < nh_B[:, None]) & (a_BxK >= 0) & (
+      a_BxK < na_B[:, None])
+  cell_BxK = jnp.where(ok_BxK, h_BxK * max_attrs + a_BxK, -1)
+  filled_BxC = jnp.any(cell_BxK[..., None] == jnp.arange(cells), axis=1)
+  exists_BxHxA = ((jnp.arange(max_houses)[None, :, None] < nh_B[:, None, None])
+                  & (jnp.arange(max_attrs)[None, None, :] < na_B[:, None, None]))
+  empty_BxHxA = exists_BxHxA & ~filled_BxC.reshape(b, max_houses, max_attrs)
+  offset_B = pos - start_B
+  slot_B, index_B = offset_B % 3, offset_B // 3
+  prev_B = tokens_BxL[:, jnp.maximum(pos - 1, 0)]
+  house_B = jnp.clip(prev_B - v.house0, 0, max_houses - 1)
+
+  def place(mask_BxM: Any, offset: int) -> Any:
+    return jnp.pad(mask_BxM, ((0, 0), (offset, v.size - offset - mask_BxM.shape[1])))
+
+  houses = place(empty_BxHxA.any(2), v.house0)
+  attrs = place(jnp.take_along_axis(empty_BxHxA, house_B[:, None, None], axis=1)[:, 0],
+                v.attr0)
+  values = place(jnp.arange(max_houses)[None] < nh_B[:, None], v.value0)
+  pad = jnp.zeros((b, v.size), bool).at[:, v.pad].set(True)
+  legal = jnp.where((slot_B == 0)[:, None], houses,
+                    jnp.where((slot_B == 1)[:, None], attrs, values))
+  return jnp.where((index_B < nh_B * na_B)[:, None], legal, pad)
