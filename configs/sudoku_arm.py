@@ -1,19 +1,21 @@
 r"""Sudoku autoregressive baseline (Shah et al.; the ARM rows of Kim et al. 2025, Table 2).
 
-`--config=configs/sudoku_arm.py:<preset>[,<ordering>][,by_role|cell|joint][,rope][,bf16]`,
-orderings 'solver' (the "with ordering" row of Table 2, default), 'row_major',
-'random'; `by_role` gives rows, columns and digits their own token ids, `cell` writes
-(cell, value) pairs instead of (row, col, value) triples, `joint` one token per filled
-cell (cell and value in one id) (`SudokuTask(arm_vocab=...)`);
-`rope`: rotary instead of learned positions.
+`--config=configs/sudoku_arm.py:<preset>[,<ordering>][,shared|by_role|cell|joint]
+[,rope|learned][,bf16]`, orderings 'solver' (the "with ordering" row of Table 2,
+default), 'row_major', 'random'; `shared` is the paper's (row, col, value) triples
+with one id space, `by_role` gives rows, columns and digits their own token ids, `cell`
+writes (cell, value) pairs, `joint` one token per filled cell (cell and value in one
+id) (`SudokuTask(arm_vocab=...)`); `rope` / `learned`: rotary or learned positions.
+Evaluation decodes legal moves only (`config.eval.arm_legal`).
 Presets:
   demo   6x6 Sudoku (2x3 boxes), tiny causal model, minutes on a CPU: exercises the
          pipeline only (it does not learn to solve in that time).
-  cpu    6x6 Sudoku (2x3 boxes), a 0.34M causal model, 3,600 steps, at most 30
-         minutes of training on 2 CPU cores. Measured: it solves no puzzle in that
-         budget with any layout; with `cell,rope` and 12,000 steps (30 minutes) it
-         learns the constraints (81% of digits right, teacher-forced) but still
-         solves none (REPRODUCTION.md, "ARM baseline, 6x6").
+  cpu    6x6 Sudoku (2x3 boxes), a 0.34M causal model with (cell, value) tokens and
+         rotary positions (the layout that learned fastest here), 12,000 steps:
+         about 30 minutes of training alone on 2 CPU cores (~7 steps/s; the limit
+         is 60 minutes for a machine shared with another run). Measured in
+         REPRODUCTION.md, "ARM baseline, 6x6" (with the paper's triples and 3,600
+         steps it solved no puzzle).
   paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
@@ -43,17 +45,17 @@ def get_config(arg: str | None = None):
     c.train.val_batches, c.train.val_puzzles = 2, 32
     c.eval.num_puzzles, c.eval.batch_size = 200, 200
   elif preset == "cpu":
-    c.task.params = {"box_rows": 2, "box_cols": 3}
-    common.tiny_model(c, num_layers=3, d_model=96, mlp_dim=384)
+    c.task.params = {"box_rows": 2, "box_cols": 3, "arm_vocab": "cell"}
+    common.tiny_model(c, num_layers=3, d_model=96, mlp_dim=384, positional="rope")
     c.data.num_train, c.data.num_val, c.data.num_test, c.data.num_hard = 50_000, 512, 500, 200
     c.data.augment = True  # relabelled digits and symmetries (solver order kept)
-    c.train.steps, c.train.batch_size = 3_600, 64
+    c.train.steps, c.train.batch_size = 12_000, 64
     c.train.grad_accum = 4
-    c.train.max_seconds = 30 * 60.0
+    c.train.max_seconds = 60 * 60.0
     c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 300, 0.05
     c.train.b2 = 0.95
     c.train.ema_decay = 0.0
-    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 600, 600
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 1_500, 1_500
     c.train.val_batches, c.train.val_puzzles = 4, 64
     c.eval.num_puzzles, c.eval.batch_size = 500, 250
   else:
@@ -78,8 +80,9 @@ def get_config(arg: str | None = None):
       c.train.val_batches, c.train.val_puzzles = 8, 256
       c.eval.num_puzzles, c.eval.batch_size = 10_000, 500
   extra = {o: (lambda c, o=o: setattr(c.data, "ordering", o)) for o in ORDERINGS}
-  for vocab in ("by_role", "cell", "joint"):
+  for vocab in ("shared", "by_role", "cell", "joint"):
     extra[vocab] = lambda c, v=vocab: c.task.params.update({"arm_vocab": v})
-  extra["rope"] = lambda c: setattr(c.model.overrides, "positional", "rope")
+  for positional in ("rope", "learned"):
+    extra[positional] = lambda c, p=positional: setattr(c.model.overrides, "positional", p)
   common.apply_options(c, options, extra)
   return c
