@@ -539,11 +539,13 @@ def test_evaluate_arm_and_pi_checkpoints(tmp_path, capsys):
   out = ev.evaluate(config, workdir, num_puzzles=8)
   summary = out["splits"]["test"]["strategies"]
   assert list(summary) == ["greedy"] and "sweep" not in out["splits"]["test"]
-  assert out["arm_ordering"] == "solver"
+  assert out["arm_ordering"] == "solver" and out["arm_legal"] is True
   assert "| ARM (with ordering) |" in capsys.readouterr().out
   assert os.path.join(workdir, "eval", "test_cell_errors.png") in out["plots"]
   with pytest.raises(ValueError, match="greedy"):
     ev.evaluate(config, workdir, strategies=["margin"])
+  config.eval.arm_legal = False  # the unconstrained argmax
+  assert ev.evaluate(config, workdir, num_puzzles=8, plots=False)["arm_legal"] is False
 
   config.objective = "pi"
   config.data.ordering = ""
