@@ -4,10 +4,13 @@ r"""Zebra puzzle autoregressive baseline (Kim et al. 2025, arXiv 2502.06768, Tab
 (default, "with ordering"), 'row_major', 'random'. Presets demo / paper / gpu as in
 sudoku_arm.py (paper: arm-42m with Shah et al.'s optimizer settings); the demo
 exercises the pipeline only (it does not learn Zebra in that time).
+  cpu    3 houses x 3 attributes, the data and model size of `zebra_mdm.py:cpu`
+         (0.6M, 3 x 128) as a causal model with rotary positions, 8,000 steps at
+         batch 64, at most 45 minutes on 2 CPU cores (REPRODUCTION.md, "Zebra").
 """
 from mdm_jax import config_schema as common
 
-PRESETS = ("demo", "paper", "gpu")
+PRESETS = ("demo", "cpu", "paper", "gpu")
 ORDERINGS = ("solver", "row_major", "random")
 
 
@@ -29,6 +32,20 @@ def get_config(arg: str | None = None):
     c.train.log_every, c.train.eval_every, c.train.ckpt_every = 50, 500, 500
     c.train.val_batches, c.train.val_puzzles = 2, 32
     c.eval.num_puzzles, c.eval.batch_size = 200, 200
+  elif preset == "cpu":
+    c.task.params = {"min_houses": 3, "max_houses": 3, "min_attrs": 3, "max_attrs": 3}
+    common.tiny_model(c, num_layers=3, d_model=128, num_heads=8, mlp_dim=512,
+                      positional="rope")
+    c.data.num_train, c.data.num_val, c.data.num_test = 50_000, 512, 500
+    c.data.augment = True  # relabelled attributes / values, mirrored houses
+    c.train.steps, c.train.batch_size = 8_000, 64
+    c.train.max_seconds = 45 * 60.0
+    c.train.lr, c.train.warmup_steps, c.train.end_lr_factor = 1e-3, 200, 0.05
+    c.train.b2 = 0.95
+    c.train.ema_decay = 0.0
+    c.train.log_every, c.train.eval_every, c.train.ckpt_every = 100, 1_000, 1_000
+    c.train.val_batches, c.train.val_puzzles = 8, 64
+    c.eval.num_puzzles, c.eval.batch_size = 500, 250
   else:
     c.model.preset = "arm-42m"
     common.set_arm_paper_optimizer(c)
