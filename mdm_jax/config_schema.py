@@ -74,6 +74,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"config.train.grad_accum={t.grad_accum}")
   _check(config.eval.get("params", "ema") in ("ema", "raw"),
          f"config.eval.params={config.eval.get('params')!r}; choose 'ema' or 'raw'")
+  _check(isinstance(config.model.structure_embed, bool),
+         f"config.model.structure_embed must be true or false, got "
+         f"{config.model.structure_embed!r}")
   _check(config.model.dtype in ("float32", "bfloat16"),
          f"config.model.dtype={config.model.dtype!r}; choose 'float32' or 'bfloat16'")
   if config.objective == "mdm":
@@ -156,6 +159,10 @@ def base_config() -> ml_collections.ConfigDict:
   # preset's. Typed placeholders, so `--config.model.overrides.d_model=128` works.
   c.model.overrides = model_overrides()
   c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'
+  # Learned embeddings of the task's structure groups (Sudoku: a cell's row, column
+  # and box) added to positions (MDM) or cell tokens (ARM): an inductive bias for
+  # CPU-scale runs; the paper's models have none (False).
+  c.model.structure_embed = False
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "linear"
@@ -241,7 +248,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 def apply_options(c: ml_collections.ConfigDict, options: list[str],
                   extra: dict[str, Any] | None = None) -> None:
-  """Applies generic preset options: 'bf16', 'f32'; `extra` maps option -> fn(c)."""
+  """Applies generic preset options: 'bf16', 'f32', 'structure' (learned embeddings of
+  the task's structure groups, `model.structure_embed`); `extra` maps option -> fn(c)."""
   extra = extra or {}
   for opt in options:
     if opt in extra:
@@ -250,8 +258,10 @@ def apply_options(c: ml_collections.ConfigDict, options: list[str],
       c.model.dtype = "bfloat16"
     elif opt == "f32":
       c.model.dtype = "float32"
+    elif opt == "structure":
+      c.model.structure_embed = True
     else:
-      valid = sorted(["bf16", "f32", *extra])
+      valid = sorted(["bf16", "f32", "structure", *extra])
       raise ValueError(f"unknown preset option {opt!r}; choose from {', '.join(valid)}")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from mdm_jax import config_schema
 from mdm_jax import export
@@ -55,6 +56,14 @@ def layout(config: ml_collections.ConfigDict, task: base.Task) -> base.Layout:
   return task.mdm_layout()
 
 
+def _groups(groups: np.ndarray | None, what: str, task: base.Task
+            ) -> tuple[tuple[int, ...], ...]:
+  if groups is None:
+    raise ValueError(f"config.model.structure_embed: task {task.name!r} "
+                     f"{task.params()} has no {what}; set it to False")
+  return tuple(tuple(int(i) for i in row) for row in np.asarray(groups))
+
+
 def build_model(config: ml_collections.ConfigDict, task: base.Task
                 ) -> tuple[transformer.Transformer, transformer.TransformerConfig]:
   """The network for `config` on `task` (what training and evaluation both build)."""
@@ -62,6 +71,14 @@ def build_model(config: ml_collections.ConfigDict, task: base.Task
   overrides = {k: v for k, v in dict(config.model.overrides).items() if v is not None}
   overrides["dtype"] = config.model.dtype
   causal = config.objective in ("arm", "pi")
+  if config.model.structure_embed:
+    if config.objective == "arm":
+      overrides["token_groups"] = _groups(task.arm_token_groups(), "arm_token_groups", task)
+    elif config.objective == "mdm":
+      overrides["position_groups"] = _groups(task.position_groups(), "position_groups", task)
+    else:
+      raise ValueError(f"config.model.structure_embed is for objectives 'mdm' and 'arm', "
+                       f"not {config.objective!r}")
   model_config = transformer.preset(config.model.preset, vocab_size=lay.vocab_size,
                                     seq_len=lay.seq_len, causal=causal, **overrides)
   return transformer.Transformer(model_config), model_config

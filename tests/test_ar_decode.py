@@ -17,6 +17,11 @@ STYLES = {
     "llama": dict(positional="rope", norm="rmsnorm", mlp="swiglu", use_bias=False),
     # The arm-42m recipe: learned positions with qk-norm.
     "arm": dict(positional="learned", qk_norm=True),
+    # Structure embeddings on positions and on token ids (config.model.structure_embed).
+    "groups": dict(positional="rope",
+                   position_groups=tuple((i % 3, 3 + i % 5) for i in range(LENGTH)),
+                   token_groups=tuple((8 + v % 2, -1) if v < 6 else (-1, -1)
+                                      for v in range(VOCAB))),
 }
 
 

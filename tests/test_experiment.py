@@ -174,3 +174,19 @@ def test_saved_config_missing_newer_fields_still_loads(tmp_path):
   tokens = np.zeros((1, r.task.mdm_layout().seq_len), np.int32)
   np.testing.assert_array_equal(np.asarray(r.apply_fn(r.params, tokens)),
                                 np.asarray(want.apply_fn(want.params, tokens)))
+
+
+def test_structure_embed_builds_the_tasks_groups_or_says_why_not():
+  c = config_schema.base_config()
+  c.task.params = {"box_rows": 2, "box_cols": 2}
+  c.model.structure_embed = True
+  task = experiment.build_task(c)
+  _, mc = experiment.build_model(c, task)
+  assert np.asarray(mc.position_groups).shape == (16, 3) and mc.num_groups == 12
+  assert mc.token_groups == ()
+  c.objective, c.data.ordering = "arm", "solver"
+  with pytest.raises(ValueError, match="has no arm_token_groups; set it to False"):
+    experiment.build_model(c, experiment.build_task(c))  # the paper's (row, col, value)
+  c.task.params = {"box_rows": 2, "box_cols": 2, "arm_vocab": "cell"}
+  _, mc = experiment.build_model(c, experiment.build_task(c))
+  assert len(mc.token_groups) == mc.vocab_size == 20 and mc.position_groups == ()

@@ -591,3 +591,31 @@ def test_arm_legal_moves_fill_each_empty_cell_once(small_sets, vocab):
     assert ((v[i, n:] >= 1) & (v[i, n:] <= 6)).all()
   free = task.arm_decode(ex, np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen)))
   assert (free == 6).any()
+
+
+@pytest.mark.parametrize("box", [(2, 3), (3, 3)])
+def test_position_groups_tie_exactly_the_peers(box):
+  task = sd.SudokuTask(*box)
+  groups = task.position_groups()
+  n = task.n
+  assert groups.shape == (n * n, 3) and groups.min() == 0 and groups.max() == 3 * n - 1
+  shares = (groups[:, None, :] == groups[None, :, :]).any(-1)
+  g = task.geometry
+  peers = np.zeros((n * n, n * n), bool)
+  for unit in np.asarray(g.units):
+    peers[np.ix_(unit, unit)] = True
+  np.testing.assert_array_equal(shares, peers)
+
+
+def test_arm_token_groups_follow_the_cell_a_token_names():
+  task = sd.SudokuTask(2, 3, arm_vocab="cell")
+  cell_groups = task.position_groups()
+  tok = task.arm_token_groups()
+  assert tok.shape == (task.arm_layout("solver").vocab_size, 3)
+  np.testing.assert_array_equal(tok[:36], cell_groups)
+  assert (tok[36:] == -1).all()  # value tokens
+  joint = sd.SudokuTask(2, 3, arm_vocab="joint").arm_token_groups()
+  cell = 4 * 6 + 1
+  np.testing.assert_array_equal(joint[cell * 6 + 2], cell_groups[cell])
+  assert sd.SudokuTask(2, 3).arm_token_groups() is None
+  assert sd.SudokuTask(2, 3, arm_vocab="by_role").arm_token_groups() is None

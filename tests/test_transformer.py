@@ -377,3 +377,31 @@ def test_auto_batch_chunk_is_the_same_function():
   unchunked = tfm.Transformer(dataclasses.replace(config, batch_chunk=0))
   np.testing.assert_allclose(jax.jit(model.apply)(params, tokens),
                              jax.jit(unchunked.apply)(params, tokens), atol=1e-5)
+
+
+def test_structure_groups_add_their_embedding_sums_to_positions_and_tokens():
+  pos_groups = tuple((i % 4, 4 + i // 4, -1) for i in range(LENGTH))
+  tok_groups = tuple((v % 3 + 1,) if v < 7 else (-1,) for v in range(VOCAB))
+  cfg = _tiny(dropout=0.0, position_groups=pos_groups, token_groups=tok_groups)
+  assert cfg.num_groups == 7 and _tiny().num_groups == 0
+  model, params, tokens = _init(cfg, batch=3)
+  group_GxD = np.asarray(params["params"]["net"]["group_embed"])
+  assert group_GxD.shape == (7, cfg.d_model)
+  # The same network without groups, the sums folded into its two tables by hand.
+  plain = jax.tree_util.tree_map(np.array, params)
+  net = plain["params"]["net"]
+  del net["group_embed"]
+  pad = np.concatenate([np.zeros_like(group_GxD[:1]), group_GxD])
+  net["pos_embed"][:LENGTH] += pad[np.asarray(pos_groups) + 1].sum(1)
+  net["embed"] += pad[np.asarray(tok_groups) + 1].sum(1)
+  expected = tfm.Transformer(_tiny(dropout=0.0)).apply(plain, tokens)
+  np.testing.assert_allclose(model.apply(params, tokens), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(position_groups=((0,),) * (LENGTH - 1)),  # one row short
+    dict(position_groups=((0,),) * (LENGTH - 1) + ((0, 1),)),  # ragged
+    dict(token_groups=((-2,),) * VOCAB)])  # below -1
+def test_bad_structure_groups_raise_value_error(kwargs):
+  with pytest.raises(ValueError, match="groups must be"):
+    _tiny(**kwargs)

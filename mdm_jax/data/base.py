@@ -104,6 +104,17 @@ class Task(abc.ABC):
     del examples
     return None
 
+  def position_groups(self) -> np.ndarray | None:
+    """None, or int[L, F]: the structure groups of each MDM-layout position (-1 =
+    none), e.g. a Sudoku cell's row, column and box; `config.model.structure_embed`
+    gives each group id a learned embedding (`TransformerConfig.position_groups`)."""
+    return None
+
+  def arm_token_groups(self) -> np.ndarray | None:
+    """None, or int[V, F]: the structure groups of each ARM token id (-1 = none), in
+    the id space of `position_groups`, e.g. a Sudoku cell token's row, column, box."""
+    return None
+
   def arm_layout(self, ordering: str) -> Layout:
     raise NotImplementedError(f"task {self.name!r} has no autoregressive layout")
 

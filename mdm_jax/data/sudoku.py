@@ -551,6 +551,25 @@ class SudokuTask(Task):
   def answer_grid(self) -> tuple[int, int, np.ndarray, tuple[int, int]]:
     return self.n, self.n, np.arange(self.n * self.n), (self.box_rows, self.box_cols)
 
+  def position_groups(self) -> np.ndarray:
+    """int[n*n, 3]: each cell's row r, column n + c and box 2n + b."""
+    cells = np.arange(self.n * self.n)
+    r, c = cells // self.n, cells % self.n
+    b = (r // self.box_rows) * (self.n // self.box_cols) + c // self.box_cols
+    return np.stack([r, self.n + c, 2 * self.n + b], -1)
+
+  def arm_token_groups(self) -> np.ndarray | None:
+    """Cell tokens of `arm_vocab` 'cell' and 'joint' carry their cell's row, column
+    and box (`position_groups`); value tokens none. None for 'shared' / 'by_role',
+    whose tokens name a row or a column, not a cell."""
+    cell_groups = self.position_groups()
+    n = self.n
+    if self.arm_vocab == "cell":
+      return np.concatenate([cell_groups, np.full((n, 3), -1)])
+    if self.arm_vocab == "joint":
+      return np.repeat(cell_groups, n, axis=0)  # token cell * n + value - 1
+    return None
+
   def solver_rank(self, examples: Examples) -> np.ndarray | None:
     """The seven-strategy solver's fill step of each cell (-1: given or not filled)."""
     if "order" not in examples:

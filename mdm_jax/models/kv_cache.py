@@ -70,11 +70,18 @@ def _dense(cfg: tfm.TransformerConfig, p: Any, x: jax.Array) -> jax.Array:
 
 def _embed(cfg: tfm.TransformerConfig, net: Any, tokens_BxT: jax.Array,
            start: jax.Array | int) -> jax.Array:
-  """Token (+ learned position) embeddings of positions start .. start + T - 1."""
+  """Token (+ learned position, + structure) embeddings of positions start .. start + T - 1."""
   x_BxTxD = jnp.take(net["embed"], tokens_BxT, axis=0)
   if cfg.positional == "learned":
     length = tokens_BxT.shape[1]
     x_BxTxD = x_BxTxD + jax.lax.dynamic_slice_in_dim(net["pos_embed"], start, length, 0)
+  if cfg.num_groups:
+    by_pos_LxD, by_token_VxD = tfm.group_tables(cfg, net["group_embed"])
+    if by_pos_LxD is not None:
+      x_BxTxD = x_BxTxD + jax.lax.dynamic_slice_in_dim(
+          by_pos_LxD, start, tokens_BxT.shape[1], 0)
+    if by_token_VxD is not None:
+      x_BxTxD = x_BxTxD + jnp.take(by_token_VxD, tokens_BxT, axis=0)
   return x_BxTxD.astype(_dtypes(cfg)[0])
 
 

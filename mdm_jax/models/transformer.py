@@ -68,6 +68,13 @@ class TransformerConfig:
   # ones (jnp.dot with autodiff, jax.nn.dot_product_attention), for GPU / TPU;
   # 'auto' = 'cpu' on the CPU backend, else 'xla' (`kernels_for`).
   kernels: str = "auto"
+  # Structure embeddings: one learned vector per group id (`group_embed`, rows
+  # 0..num_groups-1), summed into the embedding of each position that belongs to it
+  # (`position_groups[i]`: the group ids of position i, -1 = none) and of each token
+  # id (`token_groups[v]`). Sudoku: a cell's row, column and box (Task.position_groups,
+  # Task.arm_token_groups). () = off, as in the paper's models.
+  position_groups: tuple[tuple[int, ...], ...] = ()
+  token_groups: tuple[tuple[int, ...], ...] = ()
 
   def __post_init__(self):
     for name in ("vocab_size", "seq_len", "num_layers", "d_model", "num_heads",
@@ -101,10 +108,39 @@ class TransformerConfig:
     if self.batch_chunk < AUTO_CHUNK:
       raise ValueError(f"batch_chunk must be >= 0, or {AUTO_CHUNK} (auto), got "
                        f"{self.batch_chunk}")
+    for name, rows in (("position_groups", self.seq_len), ("token_groups", self.vocab_size)):
+      groups = getattr(self, name)
+      if not groups:
+        continue
+      widths = {len(g) for g in groups}
+      if (len(groups) != rows or len(widths) != 1 or 0 in widths
+          or any(int(i) < -1 for g in groups for i in g)):
+        raise ValueError(f"{name} must be {rows} equal-length tuples of group ids >= -1 "
+                         f"(one per {'position' if rows == self.seq_len else 'token id'}), "
+                         f"got {len(groups)} with widths {sorted(widths)}")
 
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+  @property
+  def num_groups(self) -> int:
+    """Rows of the `group_embed` table (0: no structure embeddings)."""
+    ids = [int(i) for groups in (self.position_groups, self.token_groups)
+           for g in groups for i in g]
+    return max(ids, default=-1) + 1
+
+
+def group_tables(config: TransformerConfig, group_GxD: jax.Array
+                 ) -> tuple[jax.Array | None, jax.Array | None]:
+  """(per-position [seq_len, D], per-token-id [vocab_size, D]) sums of the structure
+  embeddings `group_GxD` (None where the config has no such groups)."""
+  padded_G1xD = jnp.concatenate([jnp.zeros_like(group_GxD[:1]), group_GxD])  # id -1 -> 0
+  def table(groups):
+    if not groups:
+      return None
+    return jnp.take(padded_G1xD, np.asarray(groups, np.int32) + 1, axis=0).sum(-2)
+  return table(config.position_groups), table(config.token_groups)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -419,6 +455,14 @@ class _Network(nn.Module):
       pos_LxD = self.param("pos_embed", _kernel_init(cfg.init_std),
                            (max(cfg.max_positions, cfg.seq_len), cfg.d_model), pdtype)
       x_BxLxD = x_BxLxD + pos_LxD[:length]
+    if cfg.num_groups:
+      group_GxD = self.param("group_embed", _kernel_init(cfg.init_std),
+                             (cfg.num_groups, cfg.d_model), pdtype)
+      by_pos_LxD, by_token_VxD = group_tables(cfg, group_GxD)
+      if by_pos_LxD is not None:
+        x_BxLxD = x_BxLxD + by_pos_LxD[:length]
+      if by_token_VxD is not None:
+        x_BxLxD = x_BxLxD + jnp.take(by_token_VxD, tokens_BxL, axis=0)
     x_BxLxD = x_BxLxD.astype(dtype)
     x_BxLxD = _Dropout(cfg.dropout, name="embed_dropout")(x_BxLxD, train=train)
     for i in range(cfg.num_layers):
