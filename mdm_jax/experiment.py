@@ -56,11 +56,7 @@ def layout(config: ml_collections.ConfigDict, task: base.Task) -> base.Layout:
   return task.mdm_layout()
 
 
-def _groups(groups: np.ndarray | None, what: str, task: base.Task
-            ) -> tuple[tuple[int, ...], ...]:
-  if groups is None:
-    raise ValueError(f"config.model.structure_embed: task {task.name!r} "
-                     f"{task.params()} has no {what}; set it to False")
+def _groups(groups: np.ndarray) -> tuple[tuple[int, ...], ...]:
   return tuple(tuple(int(i) for i in row) for row in np.asarray(groups))
 
 
@@ -72,13 +68,17 @@ def build_model(config: ml_collections.ConfigDict, task: base.Task
   overrides["dtype"] = config.model.dtype
   causal = config.objective in ("arm", "pi")
   if config.model.structure_embed:
-    if config.objective == "arm":
-      overrides["token_groups"] = _groups(task.arm_token_groups(), "arm_token_groups", task)
-    elif config.objective == "mdm":
-      overrides["position_groups"] = _groups(task.position_groups(), "position_groups", task)
-    else:
+    if config.objective not in ("mdm", "arm"):
       raise ValueError(f"config.model.structure_embed is for objectives 'mdm' and 'arm', "
                        f"not {config.objective!r}")
+    groups = {"token_groups": task.token_groups(config.objective)}
+    if config.objective == "mdm":
+      groups["position_groups"] = task.position_groups()
+    if all(g is None for g in groups.values()):
+      raise ValueError(f"config.model.structure_embed: task {task.name!r} {task.params()} "
+                       f"has no structure groups for objective {config.objective!r}; "
+                       f"set it to False")
+    overrides.update({k: _groups(g) for k, g in groups.items() if g is not None})
   model_config = transformer.preset(config.model.preset, vocab_size=lay.vocab_size,
                                     seq_len=lay.seq_len, causal=causal, **overrides)
   return transformer.Transformer(model_config), model_config

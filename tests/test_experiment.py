@@ -185,7 +185,7 @@ def test_structure_embed_builds_the_tasks_groups_or_says_why_not():
   assert np.asarray(mc.position_groups).shape == (16, 3) and mc.num_groups == 12
   assert mc.token_groups == ()
   c.objective, c.data.ordering = "arm", "solver"
-  with pytest.raises(ValueError, match="has no arm_token_groups; set it to False"):
+  with pytest.raises(ValueError, match="has no structure groups"):
     experiment.build_model(c, experiment.build_task(c))  # the paper's (row, col, value)
   c.task.params = {"box_rows": 2, "box_cols": 2, "arm_vocab": "cell"}
   _, mc = experiment.build_model(c, experiment.build_task(c))

@@ -610,12 +610,12 @@ def test_position_groups_tie_exactly_the_peers(box):
 def test_arm_token_groups_follow_the_cell_a_token_names():
   task = sd.SudokuTask(2, 3, arm_vocab="cell")
   cell_groups = task.position_groups()
-  tok = task.arm_token_groups()
+  tok = task.token_groups("arm")
   assert tok.shape == (task.arm_layout("solver").vocab_size, 3)
   np.testing.assert_array_equal(tok[:36], cell_groups)
   assert (tok[36:] == -1).all()  # value tokens
-  joint = sd.SudokuTask(2, 3, arm_vocab="joint").arm_token_groups()
+  joint = sd.SudokuTask(2, 3, arm_vocab="joint").token_groups("arm")
   cell = 4 * 6 + 1
   np.testing.assert_array_equal(joint[cell * 6 + 2], cell_groups[cell])
-  assert sd.SudokuTask(2, 3).arm_token_groups() is None
-  assert sd.SudokuTask(2, 3, arm_vocab="by_role").arm_token_groups() is None
+  assert sd.SudokuTask(2, 3).token_groups("arm") is None
+  assert sd.SudokuTask(2, 3, arm_vocab="by_role").token_groups("arm") is None

@@ -503,3 +503,19 @@ def test_arm_legal_moves_fill_each_cell_once(task, examples):
   assert not (decoded == v.mask).any()
   free = task.arm_decode(ex, np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen)))
   assert (free == v.mask).any()
+
+
+def test_structure_groups_name_the_table_row_and_column():
+  task = zebra.ZebraTask(3, 4, 3, 5)
+  v = task.vocab
+  pos = task.position_groups()
+  assert pos.shape == (task.mdm_layout().seq_len, 2)
+  start = task.mdm_layout().seq_len - task.num_cells
+  assert (pos[:start] == -1).all()
+  h, a = 2, 3
+  np.testing.assert_array_equal(pos[start + h * task.max_attrs + a], [h, 4 + a])
+  tok = task.token_groups("arm")
+  assert tok.shape == (v.size, 1)
+  assert tok[v.house0 + h, 0] == h and tok[v.attr0 + a, 0] == 4 + a
+  assert (tok[v.value0:v.value0 + task.max_houses] == -1).all()
+  assert np.array_equal(tok, task.token_groups("mdm"))

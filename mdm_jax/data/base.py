@@ -110,9 +110,11 @@ class Task(abc.ABC):
     gives each group id a learned embedding (`TransformerConfig.position_groups`)."""
     return None
 
-  def arm_token_groups(self) -> np.ndarray | None:
-    """None, or int[V, F]: the structure groups of each ARM token id (-1 = none), in
-    the id space of `position_groups`, e.g. a Sudoku cell token's row, column, box."""
+  def token_groups(self, objective: str) -> np.ndarray | None:
+    """None, or int[V, F]: the structure groups of each token id of the 'mdm' or 'arm'
+    layout (-1 = none), in the id space of `position_groups`, e.g. a Sudoku ARM cell
+    token's row, column and box."""
+    del objective
     return None
 
   def arm_layout(self, ordering: str) -> Layout:

@@ -558,10 +558,12 @@ class SudokuTask(Task):
     b = (r // self.box_rows) * (self.n // self.box_cols) + c // self.box_cols
     return np.stack([r, self.n + c, 2 * self.n + b], -1)
 
-  def arm_token_groups(self) -> np.ndarray | None:
-    """Cell tokens of `arm_vocab` 'cell' and 'joint' carry their cell's row, column
+  def token_groups(self, objective: str) -> np.ndarray | None:
+    """ARM cell tokens of `arm_vocab` 'cell' and 'joint' carry their cell's row, column
     and box (`position_groups`); value tokens none. None for 'shared' / 'by_role',
-    whose tokens name a row or a column, not a cell."""
+    whose tokens name a row or a column, not a cell, and for the MDM's digits."""
+    if objective != "arm":
+      return None
     cell_groups = self.position_groups()
     n = self.n
     if self.arm_vocab == "cell":

@@ -429,6 +429,26 @@ class ZebraTask(base.Task):
     maskable[:, self._answer_start:] = self._cell_exists(examples).reshape(n, -1)
     return {"tokens": tokens, "maskable": maskable}
 
+  def position_groups(self) -> np.ndarray:
+    """int[L, 2]: answer cell (h, a) belongs to house group h and attribute group
+    Hm + a; prompt positions to none."""
+    groups = np.full((self.mdm_layout().seq_len, 2), -1, np.int64)
+    cells = np.arange(self.num_cells)
+    groups[self._answer_start:] = np.stack(
+        [cells // self.max_attrs, self.max_houses + cells % self.max_attrs], -1)
+    return groups
+
+  def token_groups(self, objective: str) -> np.ndarray:
+    """int[V, 1], both layouts: house token h -> group h, attribute token a -> group
+    Hm + a (as `position_groups`), so a clue's operands share an embedding with the
+    table row or column they name; every other token none."""
+    del objective  # the MDM and ARM layouts share the vocabulary
+    v = self.vocab
+    groups = np.full((v.size, 1), -1, np.int64)
+    groups[v.house0:v.house0 + self.max_houses, 0] = np.arange(self.max_houses)
+    groups[v.attr0:v.attr0 + self.max_attrs, 0] = self.max_houses + np.arange(self.max_attrs)
+    return groups
+
   def answer_grid(self) -> tuple[int, int, np.ndarray, None]:
     """Houses x attributes, the last max_houses * max_attrs positions."""
     start = self._answer_start
