@@ -221,6 +221,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.sampler.threshold = 0.9  # k_mode 'threshold': fix every p(value) >= tau
   c.sampler.factor = 1.0  # k_mode 'factor': largest n with (n + 1)(1 - c_(n)) < f
   c.sampler.entropy_budget = 0.1  # k_mode 'entropy_bounded': gamma (nats)
+  # Re-mask written positions (Ye et al.); needs a denoiser trained on visible positions
+  # too, which mdm_loss is not (0% on 9x9 Sudoku: REPRODUCTION.md).
   c.sampler.remask = False
   # Semi-autoregressive blocks of this many positions (0 = off); must divide the
   # sequence length, and num_steps must be a multiple of the number of blocks.

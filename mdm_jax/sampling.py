@@ -27,7 +27,10 @@ t -> s on the grid t_i = 1 - i/T (i = 0..T-1) does, per row:
    `gumbel` x Gumbel at every step (the paper's literal description).
    With `remask=True` (Ye et al. 2024) every position masked at the start is
    re-predicted at each step and only the best-scoring ones stay fixed, so that the
-   number of fixed positions follows the same K schedule.
+   number of fixed positions follows the same K schedule. It ranks written positions
+   by the denoiser's output there, so it needs a denoiser trained to predict visible
+   positions too: `losses.mdm_loss` trains masked positions only, and a model trained
+   with it solves 0% with remask (the packaged 9x9 model: 63% without; REPRODUCTION.md).
 
 Adaptive k_modes (not with 'vanilla') let the model's confidence set the number
 of positions fixed per step instead of the schedule; each fixes at least one
