@@ -1,6 +1,6 @@
 r"""Zebra puzzle autoregressive baseline (Kim et al. 2025, arXiv 2502.06768, Table 3).
 
-`--config=configs/zebra_arm.py:<preset>[,<ordering>][,bf16]`, orderings 'solver'
+`--config=configs/zebra_arm.py:<preset>[,<ordering>][,structure][,entity][,bf16]`, orderings 'solver'
 (default, "with ordering"), 'row_major', 'random'. Presets demo / paper / gpu as in
 sudoku_arm.py (paper: arm-42m with Shah et al.'s optimizer settings); the demo
 exercises the pipeline only (it does not learn Zebra in that time).
@@ -62,5 +62,6 @@ def get_config(arg: str | None = None):
     else:
       common.gpu_run(c, steps=100_000, eval_batch_size=500)
   extra = {o: (lambda c, o=o: setattr(c.data, "ordering", o)) for o in ORDERINGS}
+  extra["entity"] = lambda c: c.task.params.update({"entity_tokens": True})
   common.apply_options(c, options, extra)
   return c

@@ -1,6 +1,8 @@
 r"""Zebra (Einstein) puzzle masked diffusion model (Kim et al. 2025, arXiv 2502.06768, Table 3).
 
-Presets (`--config=configs/zebra_mdm.py:<preset>[,bf16]`):
+Presets (`--config=configs/zebra_mdm.py:<preset>[,structure][,entity][,bf16]`;
+`entity`: one token per (attribute, value) entity, `ZebraTask(entity_tokens=True)`,
+so that a clue's operand and the answer cell holding it are the same token):
   demo   3-4 houses x 3-4 attributes, tiny model, minutes on a CPU: exercises the
          pipeline only; a model this small and short does not learn Zebra.
   cpu    3 houses x 3 attributes only, a 0.61M model (3 x 128, 8 heads, MLP 512),
@@ -54,5 +56,9 @@ def get_config(arg: str | None = None):
       c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
     else:
       common.gpu_run(c, steps=100_000)
-  common.apply_options(c, options)
+  common.apply_options(c, options, {"entity": _entity_tokens})
   return c
+
+
+def _entity_tokens(c) -> None:
+  c.task.params.update({"entity_tokens": True})

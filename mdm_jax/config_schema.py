@@ -241,6 +241,9 @@ def base_config() -> ml_collections.ConfigDict:
   # value; `Task.arm_legal_fn`), as an MDM only fills masked cells. False: the
   # model's unconstrained argmax (a move into a filled cell is then lost).
   c.eval.arm_legal = True
+  # ARM checkpoints: 1 = greedy; W > 1 = beam search keeping the W most probable
+  # hypotheses (sampling.ar_beam_cached); the sample mode uses it too.
+  c.eval.arm_beam = 1
   c.eval.params = "ema"  # 'ema' | 'raw': which parameters evaluation decodes with
   c.eval.sweep_steps = (5, 10, 25, 50)  # accuracy-vs-steps sweep on the first split; () = off
   c.eval.sweep_puzzles = 1_000  # puzzles of that sweep (at most the split's size)

@@ -217,7 +217,8 @@ class Generator:
 
   MDM strategies return (tokens, order, steps, nfe); 'greedy' (causal models, in
   `arm_ordering`) returns (tokens,) of the ARM layout, written as legal moves only
-  (`task.arm_legal_fn()`, where the task has one) unless `arm_legal=False`.
+  (`task.arm_legal_fn()`, where the task has one) unless `arm_legal=False`;
+  `arm_beam` > 1 decodes by beam search of that width instead (`sampling.ar_beam`).
   `logits_fn` (tokens -> logits, no params) replaces `apply_fn`; with `arm_model`
   (the causal Transformer behind apply_fn) greedy decoding uses its key/value cache
   (same tokens).
@@ -226,7 +227,7 @@ class Generator:
   def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,
                apply_fn: ApplyFn | None = None, options: Mapping[str, Any] | None = None,
                arm_ordering: str | None = None, arm_model: Any = None,
-               arm_legal: bool = True):
+               arm_legal: bool = True, arm_beam: int = 1):
     if (logits_fn is None) == (apply_fn is None):
       raise ValueError("give exactly one of logits_fn or apply_fn")
     self.task, self.strategy = task, strategy
@@ -238,6 +239,18 @@ class Generator:
                          f" got {arm_ordering!r}")
       self.arm_ordering = arm_ordering
       legal = task.arm_legal_fn() if arm_legal else None
+      if arm_beam != 1:
+        width = _check_int("arm_beam", arm_beam, 1)
+        if logits_fn is not None:
+          self._fn = lambda params, tokens, plen, key: sampling.ar_beam(
+              logits_fn, tokens, plen, width, legal)
+        elif arm_model is not None:
+          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_beam_cached(
+              arm_model, params, tokens, plen, width, legal))
+        else:
+          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_beam(
+              functools.partial(apply_fn, params), tokens, plen, width, legal))
+        return
       if logits_fn is not None:
         self._fn = lambda params, tokens, plen, key: sampling.ar_greedy(
             logits_fn, tokens, plen, legal)
@@ -370,6 +383,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         arm_ordering: str | None = None,
                         arm_model: Any = None,
                         arm_legal: bool = True,
+                        arm_beam: int = 1,
                         shard: bool | None = None,
                         time_it: bool = True,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -397,6 +411,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     arm_legal: for 'greedy': write only legal moves (`task.arm_legal_fn()`: an
       empty cell, a value), as an MDM only fills masked positions; False: the
       unconstrained argmax.
+    arm_beam: for 'greedy': 1 writes the argmax token; W > 1 keeps the W most
+      probable hypotheses per puzzle (beam search, `sampling.ar_beam_cached`) and
+      returns the best.
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
     time_it: measure puzzles/s (a single batch then runs twice); False: one pass,
@@ -443,7 +460,8 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
 
   if strategies == (ARM_STRATEGY,):
     gen = Generator(task, ARM_STRATEGY, logits_fn=logits_fn, apply_fn=apply_fn,
-                    arm_ordering=arm_ordering, arm_model=arm_model, arm_legal=arm_legal)
+                    arm_ordering=arm_ordering, arm_model=arm_model, arm_legal=arm_legal,
+                    arm_beam=arm_beam)
     inputs, decoded, out, seconds, timed = generate(gen, batch_size, shard)
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
                     np.asarray(out[0]).shape[1] - inputs["prompt_len"], None, seconds,
@@ -792,8 +810,10 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
   arm_legal = bool(cfg.eval.get("arm_legal", True))
-  if objective == "arm":  # greedy decoding with the model's key/value cache
+  arm_beam = _check_int("eval.arm_beam", cfg.eval.get("arm_beam", 1), 1)
+  if objective == "arm":  # greedy (or beam) decoding with the model's key/value cache
     result["arm_legal"] = arm_legal
+    result["arm_beam"] = arm_beam
     arm_model = experiment.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(cfg.eval.batch_size), 1)
   key = jax.random.PRNGKey(int(cfg.eval.seed))
@@ -812,7 +832,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     per = evaluate_strategies(
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
         batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
-        arm_legal=arm_legal, verbose=True,
+        arm_legal=arm_legal, arm_beam=arm_beam, verbose=True,
         **(sampler_options if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,
@@ -892,6 +912,7 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
       strategies=(ARM_STRATEGY,) if arm else tuple(config.sampler.strategies),
       arm_ordering=str(saved.data.ordering) if arm else None, arm_model=model,
       arm_legal=bool(config.eval.get("arm_legal", True)),
+      arm_beam=_check_int("eval.arm_beam", config.eval.get("arm_beam", 1), 1),
       batch_size=num, time_it=False, **experiment.sampler_options(config))
   for name, r in scored.items():
     print(f"== {name}: solved {r.num_solved}/{num}")

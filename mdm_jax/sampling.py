@@ -1146,3 +1146,136 @@ def ar_greedy_cached(model: Any, params: Any, tokens_BxL: jax.Array,
     raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
                      f"seq_len={config.seq_len}")
   return _ar_cached_jit(config, params, tokens_BxL, prompt_len_B, legal_fn)
+
+
+def _beam_select(logp_BWxV: jax.Array, score_BxW: jax.Array, tokens_BWxL: jax.Array,
+                 pos: jax.Array, prompt_len_B: jax.Array, legal_fn: LegalFn | None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One beam step at `pos`: (new tokens [BW, L], scores [B, W], parents int32[BW],
+  flat indices into the old beams). A row still inside its prompt keeps its token."""
+  batch, width = score_BxW.shape
+  vocab = logp_BWxV.shape[-1]
+  if legal_fn is not None:
+    legal_BWxV = legal_fn(tokens_BWxL, pos)
+    if legal_BWxV.shape != logp_BWxV.shape:
+      raise ValueError(f"legal_fn returned shape {legal_BWxV.shape}; the logits at one "
+                       f"position have shape {logp_BWxV.shape}")
+    logp_BWxV = jnp.where(legal_BWxV, logp_BWxV, -jnp.inf)
+  active_BW = jnp.repeat(pos >= prompt_len_B, width)
+  kept_BWxV = jax.nn.one_hot(tokens_BWxL[:, pos], vocab, dtype=jnp.bool_)
+  logp_BWxV = jnp.where(active_BW[:, None], logp_BWxV,
+                        jnp.where(kept_BWxV, 0.0, -jnp.inf))
+  cand_BxWV = (score_BxW[:, :, None] + logp_BWxV.reshape(batch, width, vocab)
+               ).reshape(batch, width * vocab)
+  score_BxW, idx_BxW = jax.lax.top_k(cand_BxWV, width)
+  parent_BW = (jnp.arange(batch)[:, None] * width + idx_BxW // vocab).reshape(-1)
+  token_BW = (idx_BxW % vocab).reshape(-1).astype(jnp.int32)
+  tokens_BWxL = tokens_BWxL[parent_BW].at[:, pos].set(token_BW)
+  return tokens_BWxL, score_BxW, parent_BW
+
+
+def _beam_init(tokens_BxL: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
+  batch = tokens_BxL.shape[0]
+  score_BxW = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf)
+  return (jnp.repeat(tokens_BxL, width, axis=0),
+          jnp.broadcast_to(score_BxW, (batch, width)).astype(jnp.float32))
+
+
+def _beam_best(tokens_BWxL: jax.Array, width: int) -> jax.Array:
+  return tokens_BWxL[::width]  # top_k sorts each row's beams, best first
+
+
+def _ar_beam_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, prompt_len_B: jax.Array,
+                  legal_fn: LegalFn | None, width: int) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+
+  def body(pos: jax.Array, carry: tuple[jax.Array, jax.Array]
+           ) -> tuple[jax.Array, jax.Array]:
+    tokens_BWxL, score_BxW = carry
+    logits_BWxLxV = logits_fn(tokens_BWxL)
+    _check_logits_shape(logits_BWxLxV, tokens_BWxL.shape, None)
+    prev_BWxV = jax.lax.dynamic_index_in_dim(logits_BWxLxV, pos - 1, axis=1,
+                                             keepdims=False)
+    logp_BWxV = jax.nn.log_softmax(prev_BWxV.astype(jnp.float32), axis=-1)
+    tokens_BWxL, score_BxW, _ = _beam_select(logp_BWxV, score_BxW, tokens_BWxL, pos,
+                                             prompt_len_B, legal_fn)
+    return tokens_BWxL, score_BxW
+
+  start = jnp.maximum(jnp.min(prompt_len_B), 1)
+  out = jax.lax.fori_loop(start, tokens_BxL.shape[1], body, _beam_init(tokens_BxL, width))
+  return _beam_best(out[0], width)
+
+
+_ar_beam_jit = jax.jit(_ar_beam_loop, static_argnames=("logits_fn", "legal_fn", "width"))
+
+
+def _check_width(width: Any) -> int:
+  if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+    raise ValueError(f"beam width must be an integer >= 1, got {width!r}")
+  return int(width)
+
+
+def ar_beam(logits_fn: LogitsFn, tokens_BxL: jax.Array, prompt_len_B: jax.Array,
+            width: int, legal_fn: LegalFn | None = None) -> jax.Array:
+  """Beam search with a causal model: `width` hypotheses per row, ranked by the sum
+  of their tokens' log-probabilities (all hypotheses have the same length); traceable.
+
+  As `ar_greedy` (positions < prompt_len_B[b] kept, `legal_fn` restricts each
+  written token, one full forward pass per position), but each step extends every
+  hypothesis by every token and keeps the `width` best; returns the best, int32[B, L].
+  width=1 is greedy decoding. On a puzzle written as (cell, value) pairs this ranks a
+  move by p(cell) p(value | cell), so a cell whose value is sure wins over a cell
+  the model names first but cannot fill.
+  """
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  width = _check_width(width)
+  _check_legal_fn(legal_fn)
+  _check_prompt(tokens_BxL, prompt_len_B)
+  return _ar_beam_jit(logits_fn, tokens_BxL, prompt_len_B, legal_fn, width)
+
+
+def _ar_beam_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
+                         prompt_len_B: jax.Array, legal_fn: LegalFn | None, width: int
+                         ) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  cache = jax.tree.map(lambda x: jnp.repeat(x, width, axis=0),
+                       kv_cache.prefill(config, params, tokens_BxL))
+
+  def body(pos: jax.Array, carry: tuple[jax.Array, jax.Array, Any]
+           ) -> tuple[jax.Array, jax.Array, Any]:
+    tokens_BWxL, score_BxW, cache = carry
+    prev_BW = jax.lax.dynamic_index_in_dim(tokens_BWxL, pos - 1, axis=1, keepdims=False)
+    logits_BWxV, cache = kv_cache.decode_step(config, params, cache, prev_BW, pos - 1)
+    logp_BWxV = jax.nn.log_softmax(logits_BWxV, axis=-1)
+    tokens_BWxL, score_BxW, parent_BW = _beam_select(
+        logp_BWxV, score_BxW, tokens_BWxL, pos, prompt_len_B, legal_fn)
+    return tokens_BWxL, score_BxW, jax.tree.map(lambda x: x[parent_BW], cache)
+
+  start = jnp.maximum(jnp.min(prompt_len_B), 1)
+  tokens_BWxL, score_BxW = _beam_init(tokens_BxL, width)
+  out = jax.lax.fori_loop(start, tokens_BxL.shape[1], body, (tokens_BWxL, score_BxW, cache))
+  return _beam_best(out[0], width)
+
+
+_ar_beam_cached_jit = jax.jit(_ar_beam_cached_loop,
+                              static_argnames=("config", "legal_fn", "width"))
+
+
+def ar_beam_cached(model: Any, params: Any, tokens_BxL: jax.Array,
+                   prompt_len_B: jax.Array, width: int, legal_fn: LegalFn | None = None
+                   ) -> jax.Array:
+  """`ar_beam` for a causal `models.Transformer`, with a key/value cache (reordered
+  with the hypotheses each step); the same tokens (tests/test_ar_decode.py). Args as
+  for `ar_greedy_cached`, plus `width`."""
+  config = kv_cache.check_config(model)
+  kv_cache.network_params(params)
+  width = _check_width(width)
+  _check_legal_fn(legal_fn)
+  _check_prompt(tokens_BxL, prompt_len_B)
+  if tokens_BxL.shape[1] > config.seq_len:
+    raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
+                     f"seq_len={config.seq_len}")
+  return _ar_beam_cached_jit(config, params, tokens_BxL, prompt_len_B, legal_fn, width)

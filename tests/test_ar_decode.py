@@ -1,5 +1,9 @@
-"""Key/value-cached greedy decoding (sampling.ar_greedy_cached, models.kv_cache)
-against the full-recompute reference sampling.ar_greedy, on tiny causal models."""
+"""Key/value-cached greedy and beam decoding (sampling.ar_greedy_cached,
+ar_beam_cached, models.kv_cache) against the full-recompute references
+sampling.ar_greedy / ar_beam, on tiny causal models; beam search against an
+exhaustive search."""
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,3 +154,62 @@ def test_evaluate_greedy_with_the_cache_gives_the_reference_tokens():
   full = ev.evaluate_strategies(task, examples, **kwargs)["greedy"]
   np.testing.assert_array_equal(cached.tokens_NxL, full.tokens_NxL)
   assert cached.mean_nfe == cached.mean_steps == full.mean_steps
+
+
+def _seq_logp(apply, tokens_NxL, start):
+  """Sum of log p(token_i | tokens_<i) over positions >= start."""
+  logp = jax.nn.log_softmax(np.asarray(apply(tokens_NxL), np.float64), axis=-1)
+  picked = np.take_along_axis(np.asarray(logp)[:, :-1], tokens_NxL[:, 1:, None], -1)[..., 0]
+  return picked[:, start - 1:].sum(-1)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "groups"])
+def test_beam_search_cached_equals_reference_and_width_one_is_greedy(style):
+  model, params = _model(style)
+  tokens, prompt_len = _prompts(6, 4, [1, 3, 7, LENGTH, 12, 5])
+  apply = lambda t: model.apply({"params": params}, t)  # noqa: E731
+  for width in (1, 3):
+    want = np.asarray(sampling.ar_beam(apply, tokens, prompt_len, width))
+    got = np.asarray(sampling.ar_beam_cached(model, params, tokens, prompt_len, width))
+    np.testing.assert_array_equal(got, want, err_msg=width)
+    kept = prompt_len[:, None] > np.arange(LENGTH)
+    np.testing.assert_array_equal(got[kept], tokens[kept])
+  np.testing.assert_array_equal(
+      np.asarray(sampling.ar_beam_cached(model, params, tokens, prompt_len, 1)),
+      np.asarray(sampling.ar_greedy(apply, tokens, prompt_len)))
+  legal = np.asarray(sampling.ar_beam_cached(model, params, tokens[:, :VOCAB],
+                                             np.minimum(prompt_len, 4), 3, _no_repeat))
+  np.testing.assert_array_equal(
+      legal, np.asarray(sampling.ar_beam(apply, tokens[:, :VOCAB],
+                                         np.minimum(prompt_len, 4), 3, _no_repeat)))
+  for row, n in zip(legal, np.minimum(prompt_len, 4)):
+    assert all(row[p] not in row[:p] for p in range(n, len(row)))
+
+
+def test_wide_beam_finds_the_most_probable_sequence():
+  # 3 free positions over VOCAB tokens: width VOCAB**2 keeps every prefix, so the
+  # beam's answer is the exhaustive argmax; greedy misses it on some rows.
+  model, params = _model("llama")
+  apply = lambda t: model.apply({"params": params}, t)  # noqa: E731
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(0, VOCAB, size=(12, 3)).astype(np.int32)
+  tokens = np.concatenate([prompts, np.zeros((12, 3), np.int32)], axis=1)
+  prompt_len = np.full(12, 3, np.int32)
+  beam = np.asarray(sampling.ar_beam_cached(model, params, tokens, prompt_len, VOCAB**2))
+  greedy = np.asarray(sampling.ar_greedy(apply, tokens, prompt_len))
+  tails = np.array(list(itertools.product(range(VOCAB), repeat=3)), np.int32)
+  greedy_worse = 0
+  for b in range(12):
+    every = np.concatenate([np.repeat(prompts[b:b + 1], len(tails), 0), tails], axis=1)
+    scores = _seq_logp(apply, every, 3)
+    np.testing.assert_array_equal(beam[b], every[np.argmax(scores)], err_msg=b)
+    greedy_worse += _seq_logp(apply, greedy[b:b + 1], 3)[0] < scores.max() - 1e-6
+  assert greedy_worse > 0
+
+
+def test_beam_bad_width():
+  model, params = _model("gpt2")
+  tokens, prompt_len = _prompts(2, 0, [3, 4])
+  for width in (0, 2.5, True):
+    with pytest.raises(ValueError, match="beam width"):
+      sampling.ar_beam_cached(model, params, tokens, prompt_len, width)

@@ -546,6 +546,13 @@ def test_evaluate_arm_and_pi_checkpoints(tmp_path, capsys):
     ev.evaluate(config, workdir, strategies=["margin"])
   config.eval.arm_legal = False  # the unconstrained argmax
   assert ev.evaluate(config, workdir, num_puzzles=8, plots=False)["arm_legal"] is False
+  config.eval.arm_legal, config.eval.arm_beam = True, 3  # beam search
+  beam = ev.evaluate(config, workdir, num_puzzles=8, plots=False)
+  assert beam["arm_beam"] == 3 and list(beam["splits"]["test"]["strategies"]) == ["greedy"]
+  config.eval.arm_beam = 0
+  with pytest.raises(ValueError, match="arm_beam"):
+    ev.evaluate(config, workdir, num_puzzles=8, plots=False)
+  config.eval.arm_beam = 1
 
   config.objective = "pi"
   config.data.ordering = ""

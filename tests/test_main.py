@@ -15,8 +15,9 @@ CONFIGS = {
     "sudoku_mdm": ("demo", "cpu", "paper", "gpu", "paper,bf16", "cpu9,structure"),
     "sudoku_arm": ("demo", "paper", "gpu", "paper,row_major", "demo,random",
                    "cpu,solver,structure"),
-    "zebra_mdm": ("demo", "cpu", "paper", "gpu", "cpu,structure"),
-    "zebra_arm": ("demo", "paper,solver", "gpu,random", "cpu,solver,structure"),
+    "zebra_mdm": ("demo", "cpu", "paper", "gpu", "cpu,structure", "cpu,structure,entity"),
+    "zebra_arm": ("demo", "paper,solver", "gpu,random", "cpu,solver,structure",
+                  "cpu,random,entity"),
     "lo_nae_sat": ("demo", "cpu,16", "paper", "paper,25", "paper,30", "paper,40", "paper,50",
                    "paper,100", "gpu,50"),
     "pi_learner": ("demo", "paper", "paper,identity", "paper,much_closer",
@@ -52,6 +53,7 @@ def test_every_preset_has_the_schema_and_validates(name):
     _, model_config = experiment.build_model(config, task)
     assert model_config.causal == (config.objective in ("arm", "pi"))
     assert (model_config.num_groups > 0) == ("structure" in arg.split(","))
+    assert getattr(task, "entity_tokens", False) == ("entity" in arg.split(","))
     if arg.startswith("paper"):
       assert config.model.preset in ("gpt2-6m", "llama-19m", "arm-42m")
   with pytest.raises(ValueError, match="unknown preset"):

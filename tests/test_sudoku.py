@@ -591,6 +591,11 @@ def test_arm_legal_moves_fill_each_empty_cell_once(small_sets, vocab):
     assert ((v[i, n:] >= 1) & (v[i, n:] <= 6)).all()
   free = task.arm_decode(ex, np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen)))
   assert (free == 6).any()
+  beam = task.arm_decode(ex, np.asarray(sampling.ar_beam(
+      lambda t: jnp.repeat(logits, 3, axis=0), tokens, plen, 3,  # beam search too
+      task.arm_legal_fn())))
+  assert (beam < 6).all()
+  np.testing.assert_array_equal(beam[given], ex["puzzle"][given] - 1)
 
 
 @pytest.mark.parametrize("box", [(2, 3), (3, 3)])

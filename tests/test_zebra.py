@@ -519,3 +519,60 @@ def test_structure_groups_name_the_table_row_and_column():
   assert tok[v.house0 + h, 0] == h and tok[v.attr0 + a, 0] == 4 + a
   assert (tok[v.value0:v.value0 + task.max_houses] == -1).all()
   assert np.array_equal(tok, task.token_groups("mdm"))
+
+
+def test_entity_tokens_name_the_attribute_in_clues_and_answers(task, examples):
+  """entity_tokens=True: a value token is (attribute, value), the same token in a
+  clue operand and in the answer cell holding that entity; the puzzles, their cache
+  key and what check() accepts do not change."""
+  ent = get_task("zebra", entity_tokens=True)
+  v = ent.vocab
+  assert ent.data_params() == task.data_params() and ent.params()["entity_tokens"]
+  assert "entity_tokens" not in task.params()
+  assert v.size == task.vocab.size + 6 * 5 and ent.mdm_layout().vocab_size == v.size
+  enc = ent.mdm_encode(examples)
+  tokens = enc["tokens"]
+  np.testing.assert_array_equal(enc["maskable"], task.mdm_encode(examples)["maskable"])
+  np.testing.assert_array_equal(ent.decode_tables(tokens), examples["solution"])
+  assert ent.check(examples, tokens)["solved"].all()
+  hm, am = ent.max_houses, ent.max_attrs
+  answer = tokens[:, -hm * am:].reshape(-1, hm, am)
+  slots = tokens[:, 2:-hm * am - 1].reshape(len(tokens), ent.max_clues, T.CLUE_WIDTH)
+  for i in range(len(tokens)):
+    for row, slot in zip(examples["clues"][i, :examples["num_clues"][i]], slots[i]):
+      for k in (1, 3, 5):
+        if row[k] >= 0 and not (k == 3 and row[0] == T.POSITION):
+          house = [h for h in range(hm) if examples["solution"][i, h, row[k]] == row[k + 1]]
+          assert slot[k + 1] == answer[i, house[0], row[k]]  # clue token == cell token
+  # Two attributes' value 0 are different tokens; decoding checks the attribute.
+  assert v.value_token(0, 0) != v.value_token(1, 0)
+  wrong = tokens.copy()
+  wrong[0, -hm * am] = v.value_token(1, examples["solution"][0, 0, 0])  # attr 1's token in attr 0
+  assert ent.decode_tables(wrong)[0, 0, 0] == -1 and not ent.check(examples, wrong)["solved"][0]
+  for ordering in ("solver", "random"):
+    arm = ent.arm_encode(examples, ordering, np.random.default_rng(0))
+    assert arm["tokens"].max() < ent.arm_layout(ordering).vocab_size
+    np.testing.assert_array_equal(ent.arm_decode(examples, arm["tokens"]), tokens)
+  with pytest.raises(ValueError, match="entity_tokens"):
+    get_task("zebra", entity_tokens="yes")
+
+
+def test_entity_tokens_legal_moves_write_the_attributes_own_values(examples):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mdm_jax import sampling  # pylint: disable=g-import-not-at-top
+  ent = get_task("zebra", entity_tokens=True)
+  ex = {k: v[:12] for k, v in examples.items()}
+  tokens, plen = ent.arm_prompt(ex, "random", rng=np.random.default_rng(1))
+  layout = ent.arm_layout("random")
+  logits = jnp.asarray(np.random.default_rng(2).normal(
+      size=(len(tokens), layout.seq_len, layout.vocab_size)), jnp.float32)
+  out = np.asarray(sampling.ar_greedy(lambda t: logits, tokens, plen, ent.arm_legal_fn()))
+  v = ent.vocab
+  for i in range(len(out)):
+    nh, na = int(ex["num_houses"][i]), int(ex["num_attrs"][i])
+    triples = out[i, plen[i]:plen[i] + 3 * nh * na].reshape(-1, 3)
+    as_ = triples[:, 1] - v.attr0
+    vals = v.value_of(as_, triples[:, 2])
+    assert ((vals >= 0) & (vals < nh)).all(), i
+  decoded = ent.arm_decode(ex, out)
+  assert not (decoded == v.mask).any()

@@ -48,7 +48,11 @@ Stored examples (Hm, Am = max_houses, max_attrs; C = max_clues):
   order int8[N, Hm * Am]: cells (h * Am + a) in the solver's order, -1 after H * A.
 
 Token vocabulary (`Vocab`; 29 ids for 6 x 6): PAD 0, SEP 1, MASK 2, then one token per
-clue type (8), attribute ids (Am), value ids (Hm), house ids (Hm).
+clue type (8), attribute ids (Am), value ids (Hm), house ids (Hm). With
+`entity_tokens=True` a value id names its attribute too (Am * Hm ids, 59 for 6 x 6):
+the clue operand (a, v) and the answer cell holding entity (a, v) are then the same
+token, and the attribute token before it is redundant. The puzzles (and their data
+cache) are the same either way.
 
 MDM layout, length 2 + 7C + 1 + Hm*Am:
   [house_id(H-1), attr_id(A-1)]       sizes (the last house and attribute index)
@@ -266,9 +270,15 @@ def _splittable(num_houses: int, num_attrs: int) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Vocab:
-  """Token ids of the Zebra layouts for tables up to max_houses x max_attrs."""
+  """Token ids of the Zebra layouts for tables up to max_houses x max_attrs.
+
+  entity=False: one value token per value index (Hm of them), so "value 2" is the
+  same token for every attribute; entity=True: one per (attribute, value) entity
+  (Am * Hm), `value_token(a, v)` = value0 + a * Hm + v.
+  """
   max_houses: int
   max_attrs: int
+  entity: bool = False
   pad: int = 0
   sep: int = 1
   mask: int = 2
@@ -283,8 +293,20 @@ class Vocab:
     return self.attr0 + self.max_attrs
 
   @property
+  def num_values(self) -> int:
+    return self.max_houses * (self.max_attrs if self.entity else 1)
+
+  def value_token(self, attr: Any, value: Any) -> Any:
+    """The token of value `value` of attribute `attr` (numpy or jax arrays)."""
+    return self.value0 + (attr * self.max_houses if self.entity else 0) + value
+
+  def value_of(self, attr: Any, token: Any) -> Any:
+    """Inverse of `value_token`: the value index (out of [0, Hm) if not a value)."""
+    return token - self.value0 - (attr * self.max_houses if self.entity else 0)
+
+  @property
   def house0(self) -> int:
-    return self.value0 + self.max_houses
+    return self.value0 + self.num_values
 
   @property
   def size(self) -> int:
@@ -300,7 +322,8 @@ class ZebraTask(base.Task):
   arm_orderings = ("solver", "row_major", "random")
 
   def __init__(self, min_houses: int = 3, max_houses: int = 6, min_attrs: int = 3,
-               max_attrs: int = 6, max_clues: int | None = None):
+               max_attrs: int = 6, max_clues: int | None = None,
+               entity_tokens: bool = False):
     for what, lo, hi in (("houses", min_houses, max_houses),
                          ("attrs", min_attrs, max_attrs)):
       if not all(isinstance(x, int) for x in (lo, hi)) or not (
@@ -314,9 +337,19 @@ class ZebraTask(base.Task):
     self.min_houses, self.max_houses = min_houses, max_houses
     self.min_attrs, self.max_attrs = min_attrs, max_attrs
     self.max_clues = max_clues
-    self.vocab = Vocab(max_houses, max_attrs)
+    if not isinstance(entity_tokens, (bool, np.bool_)):
+      raise ValueError(f"entity_tokens must be True or False, got {entity_tokens!r}")
+    self.entity_tokens = bool(entity_tokens)
+    self.vocab = Vocab(max_houses, max_attrs, entity=self.entity_tokens)
 
   def params(self) -> dict[str, Any]:
+    out = self.data_params()
+    if self.entity_tokens:  # listed only when set: older configs keep their params
+      out["entity_tokens"] = True
+    return out
+
+  def data_params(self) -> dict[str, Any]:
+    """entity_tokens changes the token ids only, not the puzzles (nor their cache)."""
     return dict(min_houses=self.min_houses, max_houses=self.max_houses,
                 min_attrs=self.min_attrs, max_attrs=self.max_attrs,
                 max_clues=self.max_clues)
@@ -394,7 +427,7 @@ class ZebraTask(base.Task):
     for k in (1, 3, 5):  # (attr, value) operand pairs
       ok = clues[..., k] >= 0
       tok[..., k] = np.where(ok, v.attr0 + clues[..., k], v.pad)
-      tok[..., k + 1] = np.where(ok, v.value0 + clues[..., k + 1], v.pad)
+      tok[..., k + 1] = np.where(ok, v.value_token(clues[..., k], clues[..., k + 1]), v.pad)
     pos = typ == POSITION  # slot 3 holds a house, not an attribute
     tok[..., 3] = np.where(pos, v.house0 + clues[..., 3], tok[..., 3])
     sizes = np.stack([v.house0 + ex["num_houses"].astype(np.int32) - 1,
@@ -423,7 +456,8 @@ class ZebraTask(base.Task):
     prompt = self._prompt_tokens(examples)
     n = prompt.shape[0]
     sol = examples["solution"].astype(np.int32)
-    answer = np.where(sol >= 0, v.value0 + sol, v.pad).reshape(n, -1)
+    attr = np.arange(self.max_attrs)[None, None, :]
+    answer = np.where(sol >= 0, v.value_token(attr, sol), v.pad).reshape(n, -1)
     tokens = np.concatenate([prompt, np.full((n, 1), v.sep, np.int32), answer], axis=1)
     maskable = np.zeros(tokens.shape, bool)
     maskable[:, self._answer_start:] = self._cell_exists(examples).reshape(n, -1)
@@ -462,9 +496,10 @@ class ZebraTask(base.Task):
     if tokens_NxL.ndim != 2 or tokens_NxL.shape[1] != self.mdm_layout().seq_len:
       raise ValueError(f"expected tokens [N, {self.mdm_layout().seq_len}], got "
                        f"{tokens_NxL.shape}")
-    cells = tokens_NxL[:, self._answer_start:].astype(np.int64) - v.value0
-    cells = np.where((cells >= 0) & (cells < self.max_houses), cells, -1)
-    return cells.reshape(-1, self.max_houses, self.max_attrs)
+    cells = tokens_NxL[:, self._answer_start:].astype(np.int64).reshape(
+        -1, self.max_houses, self.max_attrs)
+    cells = v.value_of(np.arange(self.max_attrs)[None, None, :], cells)
+    return np.where((cells >= 0) & (cells < self.max_houses), cells, -1)
 
   def satisfies(self, examples: base.Examples, tables: np.ndarray) -> np.ndarray:
     """bool[N]: `tables` [N, Hm, Am] are complete permutation tables obeying all clues."""
@@ -556,7 +591,7 @@ class ZebraTask(base.Task):
     ok = cells >= 0
     h, a = np.maximum(cells, 0) // self.max_attrs, np.maximum(cells, 0) % self.max_attrs
     value = examples["solution"].astype(np.int64)[rows[:, None], h, a]
-    triples = np.stack([v.house0 + h, v.attr0 + a, v.value0 + value], axis=-1)
+    triples = np.stack([v.house0 + h, v.attr0 + a, v.value_token(a, value)], axis=-1)
     pos = prompt_len[:, None, None] + 3 * np.arange(self.num_cells)[None, :, None] + (
         np.arange(3)[None, None, :])
     sel = np.broadcast_to(ok[..., None], pos.shape)
@@ -592,13 +627,13 @@ class ZebraTask(base.Task):
       p = np.minimum(prompt_len + 3 * j, seq_len - 3)
       h = tokens_NxLp[rows, p] - v.house0
       a = tokens_NxLp[rows, p + 1] - v.attr0
-      val = tokens_NxLp[rows, p + 2] - v.value0
+      val = v.value_of(a, tokens_NxLp[rows, p + 2])
       ok = ((j < nh * na) & (h >= 0) & (h < nh) & (a >= 0) & (a < na) &
             (val >= 0) & (val < self.max_houses))
       table[rows[ok], h[ok], a[ok]] = val[ok]
     mdm = self.mdm_encode(examples)["tokens"]
     exists = self._cell_exists(examples)
-    answer = np.where(table >= 0, v.value0 + table, v.mask)
+    answer = np.where(table >= 0, v.value_token(np.arange(self.max_attrs), table), v.mask)
     answer = np.where(exists, answer, v.pad).reshape(n, -1)
     mdm[:, self._answer_start:] = answer
     return mdm
@@ -715,7 +750,12 @@ def _arm_legal(tokens_BxL: Any, pos: Any, *, vocab: Vocab, max_houses: int,
   houses = place(empty_BxHxA.any(2), v.house0)
   attrs = place(jnp.take_along_axis(empty_BxHxA, house_B[:, None, None], axis=1)[:, 0],
                 v.attr0)
-  values = place(jnp.arange(max_houses)[None] < nh_B[:, None], v.value0)
+  values_BxM = jnp.arange(max_houses)[None] < nh_B[:, None]
+  if v.entity:  # the value tokens of the attribute just written (slot 1)
+    attr_B = jnp.clip(prev_B - v.attr0, 0, max_attrs - 1)
+    values_BxM = ((jnp.arange(v.num_values)[None] // max_houses == attr_B[:, None])
+                  & jnp.tile(values_BxM, (1, max_attrs)))
+  values = place(values_BxM, v.value0)
   pad = jnp.zeros((b, v.size), bool).at[:, v.pad].set(True)
   legal = jnp.where((slot_B == 0)[:, None], houses,
                     jnp.where((slot_B == 1)[:, None], attrs, values))
