@@ -16,7 +16,9 @@ Presets:
          is 60 minutes for a machine shared with another run). Measured
          (REPRODUCTION.md, "ARM baseline, 6x6"): row_major solves 16.6% of 500 test
          puzzles, solver and random orders none (with the paper's triples and
-         3,600 steps no order solved any).
+         3,600 steps no order solved any); with `structure`, the solver order 5.6%
+         greedy, 12.6 / 16.8 / 19.0% with beam width 4 / 16 / 64
+         (`config.eval.arm_beam`, `benchmarks/arm_beam.py`).
   paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).

@@ -9,7 +9,9 @@ exercises the pipeline only (it does not learn Zebra in that time).
          batch 64, at most 45 minutes on 2 CPU cores. Measured with a 30-minute
          limit, two runs sharing the cores (~2,765 steps): solver order 9.2% of 500
          test puzzles solved, random 0.0%; resumed to 44 minutes (~4,380 steps):
-         13.2% vs 0.0% (REPRODUCTION.md, "Zebra").
+         13.2% vs 0.0% (REPRODUCTION.md, "Zebra"). With `structure,entity`, two
+         runs sharing the cores for 45 minutes (~3,846 steps): 11.6% vs 0.0%
+         greedy; solver order with beam width 4 / 16: 14.6 / 15.0%.
 """
 from mdm_jax import config_schema as common
 

@@ -101,6 +101,8 @@ over devices along their first axis without any gathering.
 Causal (ARM) models: `ar_greedy` decodes left to right with one full forward pass
 per position (the reference); `ar_greedy_cached` gives the same tokens with a
 key/value cache (models/kv_cache.py), one single-token step per position.
+`ar_beam` / `ar_beam_cached` keep the `width` best partial sequences by summed
+log-probability instead (width 1 is greedy; `config.eval.arm_beam`).
 """
 from __future__ import annotations
 
