@@ -26,7 +26,7 @@ Presets:
 from mdm_jax import config_schema as common
 
 PRESETS = ("demo", "cpu", "paper", "gpu")
-ORDERINGS = ("solver", "row_major", "random")
+ORDERINGS = ("solver", "forced", "row_major", "random")
 
 
 def get_config(arg: str | None = None):

@@ -244,6 +244,10 @@ def base_config() -> ml_collections.ConfigDict:
   # ARM checkpoints: 1 = greedy; W > 1 = beam search keeping the W most probable
   # hypotheses (sampling.ar_beam_cached); the sample mode uses it too.
   c.eval.arm_beam = 1
+  # MDM checkpoints: True lets the model write only tokens that break none of the
+  # puzzle's rules given what is written (Task.rule_mask_fn; Sudoku: no digit a
+  # filled peer holds). The paper's decoders do not; off by default.
+  c.eval.rule_mask = False
   c.eval.params = "ema"  # 'ema' | 'raw': which parameters evaluation decodes with
   c.eval.sweep_steps = (5, 10, 25, 50)  # accuracy-vs-steps sweep on the first split; () = off
   c.eval.sweep_puzzles = 1_000  # puzzles of that sweep (at most the split's size)

@@ -205,6 +205,23 @@ def _run_batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], *,
   return joined, seconds, timed
 
 
+def _with_rule_mask(task: base.Task, logits_fn: LogitsFn | None, apply_fn: ApplyFn | None
+                    ) -> tuple[LogitsFn | None, ApplyFn | None]:
+  """(logits_fn, apply_fn) whose logits are pushed to the floor where
+  `task.rule_mask_fn()` forbids the token."""
+  allowed_fn = task.rule_mask_fn()
+  if allowed_fn is None:
+    raise ValueError(f"task {task.name!r} has no rule mask (Task.rule_mask_fn)")
+
+  def masked(tokens_BxL: jax.Array, logits_BxLxV: jax.Array) -> jax.Array:
+    floor = jnp.asarray(jnp.finfo(logits_BxLxV.dtype).min / 2, logits_BxLxV.dtype)
+    return jnp.where(allowed_fn(tokens_BxL), logits_BxLxV, floor)
+
+  if logits_fn is not None:
+    return (lambda tokens: masked(tokens, logits_fn(tokens))), None
+  return None, lambda params, tokens: masked(tokens, apply_fn(params, tokens))
+
+
 class Generator:
   """Fills in the answers of a task's examples with one strategy: the generate step
   shared by evaluation (`evaluate_strategies`), the sample mode, `solve` and
@@ -219,7 +236,10 @@ class Generator:
   `arm_ordering`) returns (tokens,) of the ARM layout, written as legal moves only
   (`task.arm_legal_fn()`, where the task has one) unless `arm_legal=False`;
   `arm_beam` > 1 decodes by beam search of that width instead (`sampling.ar_beam`).
-  `logits_fn` (tokens -> logits, no params) replaces `apply_fn`; with `arm_model`
+  `rule_mask` (MDM strategies) lets the model write only tokens that break none of
+  the puzzle's rules given what is written (`task.rule_mask_fn()`; off by default,
+  as in the paper). `logits_fn` (tokens -> logits, no params) replaces `apply_fn`;
+  with `arm_model`
   (the causal Transformer behind apply_fn) greedy decoding uses its key/value cache
   (same tokens).
   """
@@ -227,11 +247,15 @@ class Generator:
   def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,
                apply_fn: ApplyFn | None = None, options: Mapping[str, Any] | None = None,
                arm_ordering: str | None = None, arm_model: Any = None,
-               arm_legal: bool = True, arm_beam: int = 1):
+               arm_legal: bool = True, arm_beam: int = 1, rule_mask: bool = False):
     if (logits_fn is None) == (apply_fn is None):
       raise ValueError("give exactly one of logits_fn or apply_fn")
     self.task, self.strategy = task, strategy
     self.arm = strategy == ARM_STRATEGY
+    if rule_mask:
+      if self.arm:
+        raise ValueError("rule_mask is for MDM strategies; ARM decoding has arm_legal")
+      logits_fn, apply_fn = _with_rule_mask(task, logits_fn, apply_fn)
     if self.arm:
       if arm_ordering not in task.arm_orderings:
         raise ValueError(f"strategy 'greedy' needs arm_ordering, one of "
@@ -384,6 +408,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         arm_model: Any = None,
                         arm_legal: bool = True,
                         arm_beam: int = 1,
+                        rule_mask: bool = False,
                         shard: bool | None = None,
                         time_it: bool = True,
                         verbose: bool = False) -> dict[str, StrategyResult]:
@@ -414,6 +439,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     arm_beam: for 'greedy': 1 writes the argmax token; W > 1 keeps the W most
       probable hypotheses per puzzle (beam search, `sampling.ar_beam_cached`) and
       returns the best.
+    rule_mask: for MDM strategies: write only tokens that break none of the
+      puzzle's rules given what is written (`task.rule_mask_fn()`); the paper's
+      decoders do not.
     shard: split each batch over the local devices (when it divides evenly);
       None = only when they are accelerators (GPU/TPU), not CPU devices.
     time_it: measure puzzles/s (a single batch then runs twice); False: one pass,
@@ -477,7 +505,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   n = _check_examples(examples)
   for strategy in strategies:
     gen = Generator(task, strategy, logits_fn=logits_fn, apply_fn=apply_fn,
-                    options=options)
+                    options=options, rule_mask=rule_mask)
     streamed = bool(options["slots"])  # one call streams every puzzle
     _, out_tokens, (_, order, steps, nfe), seconds, timed = generate(
         gen, n if streamed else batch_size, False if streamed else shard)
@@ -803,9 +831,13 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   n_want = num_puzzles if num_puzzles is not None else cfg.eval.num_puzzles
   n_want = _check_int("num_puzzles", n_want, 1)
   sampler_options = sampling.config_options(cfg.sampler)
+  rule_mask = bool(cfg.eval.get("rule_mask", False))
   if objective == "mdm":
     _check_sampler_options(strategies, int(task.mdm_layout().mask_id), sampler_options)
     result["sampler"] = sampler_options
+    result["rule_mask"] = rule_mask
+    if rule_mask and task.rule_mask_fn() is None:
+      raise ValueError(f"eval.rule_mask: task {task.name!r} has no rule mask")
   arm_ordering = str(saved.data.ordering or "") or None
   result["arm_ordering"] = arm_ordering if objective == "arm" else None
   arm_model = None
@@ -833,7 +865,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
         batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
         arm_legal=arm_legal, arm_beam=arm_beam, verbose=True,
-        **(sampler_options if objective == "mdm" else {}))
+        **(dict(sampler_options, rule_mask=rule_mask) if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,
                              "strategies": {s: r.summary() for s, r in per.items()}}
@@ -842,7 +874,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
       sub = {k: v[:m] for k, v in examples.items()}
       acc: dict[str, dict[str, float]] = {s: {} for s in strategies}
       for steps in sweep_steps:
-        opts = dict(sampler_options, num_steps=steps)
+        opts = dict(sampler_options, num_steps=steps, rule_mask=rule_mask)
         swept = evaluate_strategies(task, sub, key=key, apply_fn=apply_fn, params=params,
                                     strategies=strategies, batch_size=batch_size, **opts)
         for s, r in swept.items():
@@ -913,6 +945,7 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
       arm_ordering=str(saved.data.ordering) if arm else None, arm_model=model,
       arm_legal=bool(config.eval.get("arm_legal", True)),
       arm_beam=_check_int("eval.arm_beam", config.eval.get("arm_beam", 1), 1),
+      rule_mask=bool(config.eval.get("rule_mask", False)) and not arm,
       batch_size=num, time_it=False, **experiment.sampler_options(config))
   for name, r in scored.items():
     print(f"== {name}: solved {r.num_solved}/{num}")

@@ -624,3 +624,89 @@ def test_arm_token_groups_follow_the_cell_a_token_names():
   np.testing.assert_array_equal(joint[cell * 6 + 2], cell_groups[cell])
   assert sd.SudokuTask(2, 3).token_groups("arm") is None
   assert sd.SudokuTask(2, 3, arm_vocab="by_role").token_groups("arm") is None
+
+
+# ---------------------------------------------------------------------------------
+# Forced cells, the 'forced' ARM order and the rule mask.
+
+
+def _candidates(board, br, bc):
+  """Independent per-cell candidate sets of a 1-based board (0 = empty)."""
+  n = br * bc
+  g = np.asarray(board).reshape(n, n)
+  out = {}
+  for r in range(n):
+    for c in range(n):
+      if g[r, c] == 0:
+        box = g[r // br * br:r // br * br + br, c // bc * bc:c // bc * bc + bc]
+        out[(r, c)] = set(range(1, n + 1)) - set(g[r]) - set(g[:, c]) - set(box.ravel())
+  return out
+
+
+def _forced_by_hand(board, br, bc):
+  n = br * bc
+  cand = _candidates(board, br, bc)
+  forced = set(k for k, v in cand.items() if len(v) == 1)
+  units = ([[(r, c) for c in range(n)] for r in range(n)]
+           + [[(r, c) for r in range(n)] for c in range(n)]
+           + [[(r, c) for r in range(R, R + br) for c in range(C, C + bc)]
+              for R in range(0, n, br) for C in range(0, n, bc)])
+  for unit in units:
+    for d in range(1, n + 1):
+      where = [k for k in unit if k in cand and d in cand[k]]
+      if len(where) == 1:
+        forced.add(where[0])
+  return forced
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forced_cells_are_the_naked_and_hidden_singles(small_sets, shape):
+  ex = small_sets[shape]
+  n = shape[0] * shape[1]
+  rng = np.random.default_rng(0)
+  boards = ex["puzzle"].astype(np.int64).copy()
+  # Half-filled boards too: some solution digits written into the blanks.
+  more = np.where((boards == 0) & (rng.random(boards.shape) < 0.5), ex["solution"], boards)
+  for b in np.concatenate([boards, more]):
+    got = sd.forced_cells(ss.geometry(*shape), b[None])[0]
+    want = np.zeros(n * n, bool)
+    for r, c in _forced_by_hand(b, *shape):
+      want[r * n + c] = True
+    np.testing.assert_array_equal(got, want)
+
+
+def test_forced_order_writes_a_forced_cell_at_every_step(small_sets):
+  task = get_task("sudoku", box_rows=2, box_cols=3, arm_vocab="cell")
+  ex = small_sets[(2, 3)]
+  g = task.geometry
+  order = task.cell_order(ex, "forced", np.random.default_rng(0))
+  again = task.cell_order(ex, "forced", np.random.default_rng(0))
+  other = task.cell_order(ex, "forced", np.random.default_rng(1))
+  np.testing.assert_array_equal(order, again)  # same rng, same order
+  assert (order != other).any()  # drawn afresh: another rng, another order
+  for i in range(len(order)):
+    assert sorted(order[i]) == list(range(36))
+    k = int((ex["puzzle"][i] > 0).sum())
+    np.testing.assert_array_equal(order[i, :k], np.flatnonzero(ex["puzzle"][i] > 0))
+    board = ex["puzzle"][i].astype(np.int64).copy()
+    for cell in order[i, k:]:
+      forced = sd.forced_cells(g, board[None])[0]
+      assert forced[cell] or not forced.any()
+      board[cell] = ex["solution"][i, cell]
+  enc = task.arm_encode(ex, "forced", np.random.default_rng(0))
+  np.testing.assert_array_equal(task.arm_decode(ex, enc["tokens"]), ex["solution"] - 1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rule_mask_allows_the_digits_no_filled_peer_holds(small_sets, shape):
+  task = get_task("sudoku", box_rows=shape[0], box_cols=shape[1])
+  ex = small_sets[shape]
+  n = task.n
+  tokens = task.mdm_prompt(ex)
+  allowed = np.asarray(task.rule_mask_fn()(tokens))
+  assert allowed.shape == tokens.shape + (n + 1,) and not allowed[..., n].any()
+  for b in range(len(tokens)):
+    board = np.where(tokens[b] == n, 0, tokens[b] + 1)
+    cand = _candidates(board, *shape)
+    for (r, c), digits in cand.items():
+      assert set(np.flatnonzero(allowed[b, r * n + c, :n]) + 1) == digits

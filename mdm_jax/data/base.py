@@ -136,6 +136,14 @@ class Task(abc.ABC):
     as an MDM only fills masked positions. It says nothing about the puzzle's rules."""
     return None
 
+  def rule_mask_fn(self) -> Callable[[Any], Any] | None:
+    """None, or a traceable `allowed(tokens_BxL) -> bool[B, L, V]` of the MDM layout:
+    the tokens that break none of the puzzle's rules given the tokens already written
+    (MASK elsewhere), e.g. a Sudoku digit that no filled peer holds. Decoding with it
+    (`config.eval.rule_mask`) hands the model the rules at inference; the paper's
+    decoders do not use it."""
+    return None
+
   def augment(self, examples: Examples, rng: np.random.Generator) -> Examples:
     """Random symmetry of the examples (identity unless the task has symmetries)."""
     del rng

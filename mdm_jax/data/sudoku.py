@@ -404,6 +404,54 @@ def load_puzzle_file(path: str, box_rows: int = 3, box_cols: int = 3,
 
 
 # ----------------------------------------------------------------------------------
+# Forced-cell order: a solver that places one single at a time.
+
+
+def forced_cells(g: ss.Geometry, board_BxN: np.ndarray) -> np.ndarray:
+  """bool[B, N]: the empty cells (0) of 1-based boards that a naked single (one digit
+  left) or a hidden single (the only place of a digit in a row, column or box)
+  forces."""
+  board = np.asarray(board_BxN)
+  held_BxNxD = board[..., None] == np.arange(1, g.n + 1)
+  present_BxUxD = held_BxNxD[:, g.units].any(2)
+  cand_BxNxD = ~present_BxUxD[:, g.cell_units].any(2) & (board == 0)[..., None]
+  naked_BxN = cand_BxNxD.sum(-1) == 1
+  once_BxUxD = cand_BxNxD[:, g.units].sum(2) == 1
+  hidden_BxN = (cand_BxNxD[:, :, None] & once_BxUxD[:, g.cell_units]).any((2, 3))
+  return naked_BxN | hidden_BxN
+
+
+def forced_order(g: ss.Geometry, puzzle_BxN: np.ndarray, solution_BxN: np.ndarray,
+                 fallback_BxN: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """int64[B, N]: givens first (row-major), then one empty cell at a time, drawn
+  uniformly among the cells `forced_cells` finds on the board filled so far (with
+  the solution's digits); where none is forced, the first empty cell of
+  `fallback_BxN` (a cell order, e.g. the solver's) comes next."""
+  board = np.asarray(puzzle_BxN).astype(np.int64).copy()
+  solution = np.asarray(solution_BxN).astype(np.int64)
+  num, cells = board.shape
+  rank_BxN = np.empty((num, cells), np.int64)
+  rank_BxN[np.arange(num)[:, None], np.asarray(fallback_BxN)] = np.arange(cells)
+  given = board > 0
+  out = np.argsort(np.where(given, 0, 1) * cells + np.arange(cells), axis=1)
+  pos = given.sum(1)
+  rows = np.arange(num)
+  while True:
+    empty = board == 0
+    live = empty.any(1)
+    if not live.any():
+      return out
+    forced = forced_cells(g, board) & live[:, None]
+    score = np.where(forced, rng.random((num, cells)), -1.0)
+    pick = np.where(forced.any(1), score.argmax(1),
+                    np.where(empty, rank_BxN, cells * 2).argmin(1))
+    r, c = rows[live], pick[live]
+    board[r, c] = solution[r, c]
+    out[r, pos[r]] = c
+    pos[r] += 1
+
+
+# ----------------------------------------------------------------------------------
 # The task.
 
 
@@ -416,7 +464,9 @@ class SudokuTask(Task):
   row and column ids 0..n-1, values 1..n, id n+1 reserved (vocab n+2, i.e. 11 for
   9x9 as in the paper); givens first in row-major order, then the empty cells in
   'solver' order (the strategy solver's fill order; cells it cannot fill follow in
-  row-major order), 'row_major' or 'random' order.
+  row-major order), 'forced' order (one cell at a time, drawn at random among the
+  cells a naked or hidden single forces on the board so far, freshly for every
+  batch; `forced_order`), 'row_major' or 'random' order.
 
   `arm_vocab='by_role'` gives each role its own ids (rows 0..n-1, columns n..2n-1,
   values 2n..3n-1; vocab 3n), so that a token says by itself whether it names a row,
@@ -433,7 +483,7 @@ class SudokuTask(Task):
 
   name = "sudoku"
   splits = ("train", "test", "hard")
-  arm_orderings = ("solver", "row_major", "random")
+  arm_orderings = ("solver", "forced", "row_major", "random")
   arm_vocabs = ("shared", "by_role", "cell", "joint")
 
   def __init__(self, box_rows: int = 3, box_cols: int = 3, arm_vocab: str = "shared"):
@@ -572,6 +622,16 @@ class SudokuTask(Task):
       return np.repeat(cell_groups, n, axis=0)  # token cell * n + value - 1
     return None
 
+  def rule_mask_fn(self) -> Any:
+    """allowed(tokens_BxL) -> bool[B, n*n, n + 1]: in each cell the digits that no
+    filled peer (same row, column or box) holds; MASK is never allowed."""
+    if getattr(self, "_rule_mask", None) is None:
+      g = self.geometry
+      peers_LxL = np.zeros((g.num_cells, g.num_cells), np.float32)
+      peers_LxL[np.arange(g.num_cells)[:, None], g.peers] = 1.0
+      self._rule_mask = functools.partial(_rule_mask, peers_LxL=peers_LxL, n=self.n)
+    return self._rule_mask
+
   def solver_rank(self, examples: Examples) -> np.ndarray | None:
     """The seven-strategy solver's fill step of each cell (-1: given or not filled)."""
     if "order" not in examples:
@@ -621,6 +681,11 @@ class SudokuTask(Task):
     elif ordering == "random":
       rng = rng if rng is not None else np.random.default_rng(0)
       key = key + (rng.random((num, cells)) * cells).astype(np.int64) * cells
+    elif ordering == "forced":
+      rng = rng if rng is not None else np.random.default_rng(0)
+      fallback = self.cell_order(examples, "solver")
+      return forced_order(self.geometry, puzzle, np.asarray(examples["solution"]),
+                          fallback, rng)
     return np.argsort(key + np.arange(cells), axis=1)
 
   def arm_encode(self, examples: Examples, ordering: str,
@@ -674,6 +739,14 @@ class SudokuTask(Task):
     self._check_examples(examples)
     src, dmap = random_symmetry(self.geometry, np.shape(examples["puzzle"])[0], rng)
     return apply_symmetry(examples, src, dmap)
+
+
+def _rule_mask(tokens_BxL: Any, *, peers_LxL: np.ndarray, n: int) -> Any:
+  """bool[B, L, n + 1]: digits no filled peer holds (`SudokuTask.rule_mask_fn`)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  held_BxLxD = (tokens_BxL[..., None] == jnp.arange(n)).astype(jnp.float32)
+  taken_BxLxD = jnp.einsum("lm,bmd->bld", jnp.asarray(peers_LxL), held_BxLxD) > 0
+  return jnp.concatenate([~taken_BxLxD, jnp.zeros(taken_BxLxD.shape[:2] + (1,), bool)], -1)
 
 
 def _arm_legal(tokens_BxL: Any, pos: Any, *, n: int, vocab: str, vocab_size: int) -> Any:
