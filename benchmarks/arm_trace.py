@@ -7,8 +7,7 @@ cache, as the evaluation does), then replays each puzzle's answer moves in the o
 the model wrote them. For every move made while the board is still right it asks
 whether the chosen cell was *forced* on the board as it stood (`sudoku.forced_cells`:
 a naked single, one digit left, or a hidden single, the only place of a digit in a
-row, column or box).
-It prints the share of forced moves, the digit accuracy on forced and on unforced
+row, column or box). It prints the share of forced moves, the digit accuracy on forced and on unforced
 cells, and what the first wrong move was: a wrong digit in a forced cell (the model
 misread the constraints) or a guess in a cell that no single forces (the model chose
 the wrong cell to write next). The solver's own order is replayed the same way as a
@@ -98,15 +97,15 @@ def main(argv=None) -> int:
   g, n = task.geometry, task.n
   puzzle, solution = examples["puzzle"], examples["solution"]
   prompt = (puzzle > 0).sum(1)
+  solver_cells = task.cell_order(examples, "solver")
   model, solver = [], []
   for i in range(num):
     moves = [(int(rows[i, t] * n + cols[i, t]), int(vals[i, t]))
              for t in range(prompt[i], groups.shape[1])
              if 0 <= rows[i, t] < n and 0 <= cols[i, t] < n and 1 <= vals[i, t] <= n]
     model.append(replay(g, puzzle[i], solution[i], moves))
-    cells = task.cell_order({k: v[i:i + 1] for k, v in examples.items()}, "solver")[0]
-    solver.append(replay(g, puzzle[i], solution[i],
-                         [(int(c), int(solution[i, c])) for c in cells[prompt[i]:]]))
+    solver.append(replay(g, puzzle[i], solution[i], [
+        (int(c), int(solution[i, c])) for c in solver_cells[i, prompt[i]:]]))
   print(f"{args.workdir} ({ordering} order, beam {args.beam}): {num} '{args.split}' puzzles")
   summarize("model ", model)
   summarize("solver", solver)

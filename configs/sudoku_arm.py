@@ -2,7 +2,8 @@ r"""Sudoku autoregressive baseline (Shah et al.; the ARM rows of Kim et al. 2025
 
 `--config=configs/sudoku_arm.py:<preset>[,<ordering>][,shared|by_role|cell|joint]
 [,rope|learned][,bf16]`, orderings 'solver' (the "with ordering" row of Table 2,
-default), 'row_major', 'random'; `shared` is the paper's (row, col, value) triples
+default), 'forced' (next cell drawn among those a single forces; REPRODUCTION.md,
+"ARM baseline, 6x6": it learns less), 'row_major', 'random'; `shared` is the paper's (row, col, value) triples
 with one id space, `by_role` gives rows, columns and digits their own token ids, `cell`
 writes (cell, value) pairs, `joint` one token per filled cell (cell and value in one
 id) (`SudokuTask(arm_vocab=...)`); `rope` / `learned`: rotary or learned positions.

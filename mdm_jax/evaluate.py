@@ -239,9 +239,8 @@ class Generator:
   `rule_mask` (MDM strategies) lets the model write only tokens that break none of
   the puzzle's rules given what is written (`task.rule_mask_fn()`; off by default,
   as in the paper). `logits_fn` (tokens -> logits, no params) replaces `apply_fn`;
-  with `arm_model`
-  (the causal Transformer behind apply_fn) greedy decoding uses its key/value cache
-  (same tokens).
+  with `arm_model` (the causal Transformer behind apply_fn) greedy decoding uses its
+  key/value cache (same tokens).
   """
 
   def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,

@@ -441,7 +441,7 @@ def forced_order(g: ss.Geometry, puzzle_BxN: np.ndarray, solution_BxN: np.ndarra
     live = empty.any(1)
     if not live.any():
       return out
-    forced = forced_cells(g, board) & live[:, None]
+    forced = forced_cells(g, board)  # none on a finished board
     score = np.where(forced, rng.random((num, cells)), -1.0)
     pick = np.where(forced.any(1), score.argmax(1),
                     np.where(empty, rank_BxN, cells * 2).argmin(1))
