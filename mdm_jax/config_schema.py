@@ -244,6 +244,11 @@ def base_config() -> ml_collections.ConfigDict:
   # ARM checkpoints: 1 = greedy; W > 1 = beam search keeping the W most probable
   # hypotheses (sampling.ar_beam_cached); the sample mode uses it too.
   c.eval.arm_beam = 1
+  # ARM checkpoints of a (cell, value) layout (Sudoku arm_vocab='cell'): '' = the
+  # paper's decoding (the model's next token); 'top_prob' | 'margin' | 'entropy' =
+  # try every empty cell and write the one whose value the model is surest of
+  # (sampling.ar_pick_cached), the MDM's adaptive order brought to the ARM.
+  c.eval.arm_pick = ""
   # MDM checkpoints: True lets the model write only tokens that break none of the
   # puzzle's rules given what is written (Task.rule_mask_fn; Sudoku: no digit a
   # filled peer holds). The paper's decoders do not; off by default.

@@ -37,7 +37,8 @@ from mdm_jax import sampling
 from mdm_jax.data import base
 from mdm_jax.reports import (  # noqa: F401  (the tables live in reports.py)
     ARM_STRATEGY, EXTRA_LABELS, MDM_STRATEGIES, STRATEGIES, STRATEGY_LABELS,
-    combined_markdown, format_params, markdown_table, method_label, results_markdown)
+    arm_decoding, combined_markdown, format_params, markdown_table, method_label,
+    results_markdown)
 
 
 LogitsFn = Callable[[jax.Array], jax.Array]
@@ -222,6 +223,20 @@ def _with_rule_mask(task: base.Task, logits_fn: LogitsFn | None, apply_fn: Apply
   return None, lambda params, tokens: masked(tokens, apply_fn(params, tokens))
 
 
+def _check_arm_pick(task: base.Task, arm_pick: str, arm_beam: int) -> int:
+  """The number of keys `sampling.ar_pick` decodes over; a clear error otherwise."""
+  if arm_pick not in sampling.PICK_SCORES:
+    raise ValueError(f"arm_pick must be '' (the paper's greedy decoding) or one of "
+                     f"{', '.join(sampling.PICK_SCORES)}, got {arm_pick!r}")
+  if arm_beam != 1:
+    raise ValueError(f"arm_pick={arm_pick!r} and arm_beam={arm_beam}: choose one")
+  num_keys = task.arm_pick_keys()
+  if num_keys is None:
+    raise ValueError(f"arm_pick needs an ARM layout of (key, value) pairs; task "
+                     f"{task.name!r} has none (Sudoku: task.params arm_vocab='cell')")
+  return num_keys
+
+
 class Generator:
   """Fills in the answers of a task's examples with one strategy: the generate step
   shared by evaluation (`evaluate_strategies`), the sample mode, `solve` and
@@ -235,7 +250,9 @@ class Generator:
   MDM strategies return (tokens, order, steps, nfe); 'greedy' (causal models, in
   `arm_ordering`) returns (tokens,) of the ARM layout, written as legal moves only
   (`task.arm_legal_fn()`, where the task has one) unless `arm_legal=False`;
-  `arm_beam` > 1 decodes by beam search of that width instead (`sampling.ar_beam`).
+  `arm_beam` > 1 decodes by beam search of that width instead (`sampling.ar_beam`);
+  `arm_pick` ('top_prob' | 'margin' | 'entropy') chooses which cell comes next by
+  the model's confidence in its value (`sampling.ar_pick`; Sudoku 'cell' layout).
   `rule_mask` (MDM strategies) lets the model write only tokens that break none of
   the puzzle's rules given what is written (`task.rule_mask_fn()`; off by default,
   as in the paper). `logits_fn` (tokens -> logits, no params) replaces `apply_fn`;
@@ -246,7 +263,8 @@ class Generator:
   def __init__(self, task: base.Task, strategy: str, *, logits_fn: LogitsFn | None = None,
                apply_fn: ApplyFn | None = None, options: Mapping[str, Any] | None = None,
                arm_ordering: str | None = None, arm_model: Any = None,
-               arm_legal: bool = True, arm_beam: int = 1, rule_mask: bool = False):
+               arm_legal: bool = True, arm_beam: int = 1, arm_pick: str = "",
+               rule_mask: bool = False):
     if (logits_fn is None) == (apply_fn is None):
       raise ValueError("give exactly one of logits_fn or apply_fn")
     self.task, self.strategy = task, strategy
@@ -262,6 +280,19 @@ class Generator:
                          f" got {arm_ordering!r}")
       self.arm_ordering = arm_ordering
       legal = task.arm_legal_fn() if arm_legal else None
+      if arm_pick:
+        num_keys = _check_arm_pick(task, arm_pick, arm_beam)
+        pick = dict(num_keys=num_keys, score=arm_pick, legal_fn=legal)
+        if logits_fn is not None:
+          self._fn = lambda params, tokens, plen, key: sampling.ar_pick(
+              logits_fn, tokens, plen, **pick)
+        elif arm_model is not None:
+          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_pick_cached(
+              arm_model, params, tokens, plen, **pick))
+        else:
+          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_pick(
+              functools.partial(apply_fn, params), tokens, plen, **pick))
+        return
       if arm_beam != 1:
         width = _check_int("arm_beam", arm_beam, 1)
         if logits_fn is not None:
@@ -407,6 +438,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                         arm_model: Any = None,
                         arm_legal: bool = True,
                         arm_beam: int = 1,
+                        arm_pick: str = "",
                         rule_mask: bool = False,
                         shard: bool | None = None,
                         time_it: bool = True,
@@ -438,6 +470,10 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     arm_beam: for 'greedy': 1 writes the argmax token; W > 1 keeps the W most
       probable hypotheses per puzzle (beam search, `sampling.ar_beam_cached`) and
       returns the best.
+    arm_pick: for 'greedy' on a (cell, value) layout: '' (the paper's decoding)
+      writes the model's next token; 'top_prob' | 'margin' | 'entropy' tries every
+      empty cell and writes the one whose value the model is surest of
+      (`sampling.ar_pick_cached`), the MDM's adaptive order for an ARM.
     rule_mask: for MDM strategies: write only tokens that break none of the
       puzzle's rules given what is written (`task.rule_mask_fn()`); the paper's
       decoders do not.
@@ -488,7 +524,7 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
   if strategies == (ARM_STRATEGY,):
     gen = Generator(task, ARM_STRATEGY, logits_fn=logits_fn, apply_fn=apply_fn,
                     arm_ordering=arm_ordering, arm_model=arm_model, arm_legal=arm_legal,
-                    arm_beam=arm_beam)
+                    arm_beam=arm_beam, arm_pick=arm_pick)
     inputs, decoded, out, seconds, timed = generate(gen, batch_size, shard)
     result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
                     np.asarray(out[0]).shape[1] - inputs["prompt_len"], None, seconds,
@@ -618,7 +654,10 @@ def _make_plots(result: dict[str, Any], raw: Mapping[str, Mapping[str, StrategyR
   for split, per_strategy in raw.items():
     ordered = {s: r for s, r in per_strategy.items() if r.order_NxL is not None}
     title_base = f"{task.name} '{split}'"
-    subtitles = {s: f"{method_label(result['objective'], s, result.get('arm_ordering'))}"
+    label = functools.partial(method_label, result["objective"],
+                              ordering=result.get("arm_ordering"),
+                              decoding=arm_decoding(result))
+    subtitles = {s: f"{label(s)}"
                     f"\nsolved {100 * r.solved:.1f}%" for s, r in per_strategy.items()}
     if grid is not None:
       rows, cols, positions, box = grid
@@ -842,9 +881,13 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
   arm_model = None
   arm_legal = bool(cfg.eval.get("arm_legal", True))
   arm_beam = _check_int("eval.arm_beam", cfg.eval.get("arm_beam", 1), 1)
+  arm_pick = str(cfg.eval.get("arm_pick", "") or "")
   if objective == "arm":  # greedy (or beam) decoding with the model's key/value cache
+    if arm_pick:
+      _check_arm_pick(task, arm_pick, arm_beam)
     result["arm_legal"] = arm_legal
     result["arm_beam"] = arm_beam
+    result["arm_pick"] = arm_pick
     arm_model = experiment.build_model(saved, task)[0]
   batch_size = _check_int("eval.batch_size", int(cfg.eval.batch_size), 1)
   key = jax.random.PRNGKey(int(cfg.eval.seed))
@@ -863,7 +906,7 @@ def evaluate(config: ml_collections.ConfigDict | None, workdir: str, *,
     per = evaluate_strategies(
         task, examples, key=key, apply_fn=apply_fn, params=params, strategies=strategies,
         batch_size=batch_size, arm_ordering=arm_ordering, arm_model=arm_model,
-        arm_legal=arm_legal, arm_beam=arm_beam, verbose=True,
+        arm_legal=arm_legal, arm_beam=arm_beam, arm_pick=arm_pick, verbose=True,
         **(dict(sampler_options, rule_mask=rule_mask) if objective == "mdm" else {}))
     raw[split_name] = per
     entry: dict[str, Any] = {"num_puzzles": n,
@@ -944,6 +987,7 @@ def sample_and_print(config: ml_collections.ConfigDict, workdir: str, *, num: in
       arm_ordering=str(saved.data.ordering) if arm else None, arm_model=model,
       arm_legal=bool(config.eval.get("arm_legal", True)),
       arm_beam=_check_int("eval.arm_beam", config.eval.get("arm_beam", 1), 1),
+      arm_pick=str(config.eval.get("arm_pick", "") or "") if arm else "",
       rule_mask=bool(config.eval.get("rule_mask", False)) and not arm,
       batch_size=num, time_it=False, **experiment.sampler_options(config))
   for name, r in scored.items():

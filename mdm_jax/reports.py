@@ -25,11 +25,26 @@ _NOT_SHARES = ("order_corr",)  # printed as numbers, not percentages
 _ARM_LABELS = {"solver": "with ordering", "row_major": "without ordering"}
 
 
-def method_label(objective: str, strategy: str, ordering: str | None = None) -> str:
-  """'MDM top prob margin', 'ARM (with ordering)', ... as in the paper's tables."""
+def method_label(objective: str, strategy: str, ordering: str | None = None,
+                 decoding: str | None = None) -> str:
+  """'MDM top prob margin', 'ARM (with ordering)', ... as in the paper's tables;
+  `decoding` (`arm_decoding`) is appended for ARMs not decoded greedily."""
   if strategy == ARM_STRATEGY or objective == "arm":
-    return f"ARM ({_ARM_LABELS.get(ordering or '', f'{ordering} order')})"
+    order = _ARM_LABELS.get(ordering or '', f'{ordering} order')
+    return f"ARM ({order}{', ' + decoding if decoding else ''})"
   return f"MDM {STRATEGY_LABELS[strategy]}"
+
+
+def arm_decoding(result: Mapping[str, Any]) -> str | None:
+  """How an ARM result was decoded, when not greedily: 'next cell by top prob'
+  (`eval.arm_pick`), 'beam 16' (`eval.arm_beam`); None for greedy or an MDM."""
+  if result.get("objective") != "arm":
+    return None
+  if result.get("arm_pick"):
+    return f"next cell by {STRATEGY_LABELS[result['arm_pick']]}"
+  if int(result.get("arm_beam", 1) or 1) > 1:
+    return f"beam {int(result['arm_beam'])}"
+  return None
 
 
 def format_params(num: int | None) -> str:
@@ -88,7 +103,8 @@ def _table_rows(result: Mapping[str, Any], split: str) -> list[dict[str, Any]]:
   rows = []
   for strategy, s in result["splits"][split]["strategies"].items():
     rows.append(dict(s, method=method_label(result["objective"], strategy,
-                                            result.get("arm_ordering")),
+                                            result.get("arm_ordering"),
+                                            arm_decoding(result)),
                      num_params=result.get("num_params")))
   return rows
 

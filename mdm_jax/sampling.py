@@ -103,6 +103,11 @@ per position (the reference); `ar_greedy_cached` gives the same tokens with a
 key/value cache (models/kv_cache.py), one single-token step per position.
 `ar_beam` / `ar_beam_cached` keep the `width` best partial sequences by summed
 log-probability instead (width 1 is greedy; `config.eval.arm_beam`).
+`ar_pick` / `ar_pick_cached` decode a layout of (key, value) pairs, e.g. Sudoku's
+(cell, digit), choosing *which* key comes next as the MDM samplers choose which
+position to fix: every unwritten key is tried, and the one whose value the model is
+surest of (top prob, margin or entropy of p(value | prefix, key)) is written with its
+best value (`config.eval.arm_pick`). Not the paper's ARM decoding, which is greedy.
 """
 from __future__ import annotations
 
@@ -128,6 +133,7 @@ DEFAULT_FACTOR = 1.0  # Fast-dLLM's factor f
 DEFAULT_ENTROPY_BUDGET = 0.1  # EB-sampler's gamma
 GUMBEL_SCHEDULES = ("constant", "annealed")
 SCORE_SPACES = ("prob", "log")
+PICK_SCORES = ("top_prob", "margin", "entropy")  # ar_pick's confidence of a key
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 
@@ -1281,3 +1287,211 @@ def ar_beam_cached(model: Any, params: Any, tokens_BxL: jax.Array,
     raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
                      f"seq_len={config.seq_len}")
   return _ar_beam_cached_jit(config, params, tokens_BxL, prompt_len_B, legal_fn, width)
+
+
+def _check_pick(tokens_BxL: Any, prompt_len_B: Any, num_keys: Any, score: Any,
+                legal_fn: Any) -> int:
+  """Validates ar_pick's arguments; returns num_keys as an int."""
+  if score not in PICK_SCORES:
+    raise ValueError(f"score must be one of {', '.join(PICK_SCORES)}, got {score!r}")
+  if (isinstance(num_keys, bool) or not isinstance(num_keys, (int, np.integer))
+      or num_keys < 1):
+    raise ValueError(f"num_keys must be an integer >= 1, got {num_keys!r}")
+  _check_legal_fn(legal_fn)
+  _check_tokens(tokens_BxL)
+  if tokens_BxL.shape[1] % 2:
+    raise ValueError(f"ar_pick decodes (key, value) pairs: the sequence length must be "
+                     f"even, got {tokens_BxL.shape[1]}")
+  shape = getattr(prompt_len_B, "shape", None)
+  dtype = getattr(prompt_len_B, "dtype", None)
+  if shape is None or len(shape) != 1 or shape[0] != tokens_BxL.shape[0]:
+    raise ValueError(f"prompt_len_B must be an integer array [batch={tokens_BxL.shape[0]}]"
+                     f", got shape {shape}")
+  if not jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+    raise ValueError(f"prompt_len_B must hold integers, got dtype {dtype}")
+  if _is_concrete(prompt_len_B):
+    lengths = np.asarray(prompt_len_B)
+    if lengths.min() < 0 or lengths.max() > tokens_BxL.shape[1]:
+      raise ValueError(f"prompt_len_B must lie in [0, {tokens_BxL.shape[1]}], got values "
+                       f"in [{lengths.min()}, {lengths.max()}]")
+    if np.any(lengths % 2):
+      raise ValueError("ar_pick decodes (key, value) pairs: every prompt_len must be "
+                       f"even (whole pairs), got {sorted(set(lengths[lengths % 2].tolist()))}")
+  return int(num_keys)
+
+
+def _pick_keys(tokens_BxL: jax.Array, pos: jax.Array, num_keys: int,
+               legal_fn: LegalFn | None, vocab: int) -> jax.Array:
+  """bool[B, num_keys]: the keys that may go at `pos` (a key slot): not written in an
+  earlier pair, and legal (`legal_fn`) where given."""
+  batch, length = tokens_BxL.shape
+  keys_BxP = tokens_BxL[:, 0::2]
+  before_P = jnp.arange(length // 2) < pos // 2
+  written_BxK = jnp.any((keys_BxP[..., None] == jnp.arange(num_keys))
+                        & before_P[None, :, None], axis=1)
+  ok_BxK = ~written_BxK
+  if legal_fn is not None:
+    legal_BxV = legal_fn(tokens_BxL, pos)
+    if legal_BxV.shape != (batch, vocab):
+      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
+                       f"position have shape {(batch, vocab)}")
+    ok_BxK &= legal_BxV[:, :num_keys]
+  return ok_BxK
+
+
+def _pick_value(logits_BxV: jax.Array, tokens_BxL: jax.Array, pos: jax.Array,
+                num_keys: int, score: str, legal_fn: LegalFn | None
+                ) -> tuple[jax.Array, jax.Array]:
+  """(confidence float32[B], best value int32[B]) of the value at `pos` (a value slot),
+  over the legal values (ids >= num_keys, and `legal_fn` where given), renormalised."""
+  ok_BxV = jnp.broadcast_to(jnp.arange(logits_BxV.shape[-1]) >= num_keys,
+                            logits_BxV.shape)
+  if legal_fn is not None:
+    legal_BxV = legal_fn(tokens_BxL, pos)
+    if legal_BxV.shape != logits_BxV.shape:
+      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
+                       f"position have shape {logits_BxV.shape}")
+    ok_BxV &= legal_BxV
+  logp_BxV = jax.nn.log_softmax(
+      jnp.where(ok_BxV, logits_BxV.astype(jnp.float32), -jnp.inf), axis=-1)
+  p_BxV = jnp.exp(logp_BxV)
+  if score == "top_prob":
+    conf_B = jnp.max(p_BxV, axis=-1)
+  elif score == "margin":
+    top2_Bx2 = jax.lax.top_k(p_BxV, 2)[0]
+    conf_B = top2_Bx2[:, 0] - top2_Bx2[:, 1]
+  else:  # minus the entropy
+    conf_B = jnp.sum(jnp.where(p_BxV > 0, p_BxV * logp_BxV, 0.0), axis=-1)
+  return conf_B, jnp.argmax(logp_BxV, axis=-1).astype(jnp.int32)
+
+
+def _pick_choose(score_KxB: jax.Array, value_KxB: jax.Array, ok_BxK: jax.Array,
+                 tokens_BxL: jax.Array, pos: jax.Array, prompt_len_B: jax.Array
+                 ) -> tuple[jax.Array, jax.Array]:
+  """(key, value) int32[B] to write at pos, pos + 1: the most confident allowed key
+  (ties to the lower id) and its best value; a row still in its prompt keeps its own."""
+  key_B = jnp.argmax(jnp.where(ok_BxK, score_KxB.T, -jnp.inf), axis=-1).astype(jnp.int32)
+  value_B = jnp.take_along_axis(value_KxB.T, key_B[:, None], axis=1)[:, 0]
+  active_B = pos >= prompt_len_B
+  return (jnp.where(active_B, key_B, tokens_BxL[:, pos]),
+          jnp.where(active_B, value_B, tokens_BxL[:, pos + 1]))
+
+
+def _pick_write(tokens_BxL: jax.Array, pos: jax.Array, key_B: jax.Array,
+                value_B: jax.Array) -> jax.Array:
+  iota_L = jnp.arange(tokens_BxL.shape[1])
+  tokens_BxL = jnp.where(iota_L == pos, key_B[:, None], tokens_BxL)
+  return jnp.where(iota_L == pos + 1, value_B[:, None], tokens_BxL)
+
+
+def _ar_pick_loop(logits_fn: LogitsFn, tokens_BxL: jax.Array, prompt_len_B: jax.Array,
+                  num_keys: int, score: str, legal_fn: LegalFn | None) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  iota_L = jnp.arange(tokens_BxL.shape[1])
+
+  def body(pair: jax.Array, tokens_BxL: jax.Array) -> jax.Array:
+    pos = 2 * pair
+
+    def candidate(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+      tried_BxL = jnp.where(iota_L == pos, key, tokens_BxL)
+      logits_BxLxV = logits_fn(tried_BxL)
+      _check_logits_shape(logits_BxLxV, tried_BxL.shape, None)
+      logits_BxV = jax.lax.dynamic_index_in_dim(logits_BxLxV, pos, axis=1, keepdims=False)
+      return _pick_value(logits_BxV, tried_BxL, pos + 1, num_keys, score, legal_fn)
+
+    score_KxB, value_KxB = jax.lax.map(candidate, jnp.arange(num_keys, dtype=jnp.int32))
+    vocab = jax.eval_shape(logits_fn, tokens_BxL).shape[-1]
+    ok_BxK = _pick_keys(tokens_BxL, pos, num_keys, legal_fn, vocab)
+    key_B, value_B = _pick_choose(score_KxB, value_KxB, ok_BxK, tokens_BxL, pos,
+                                  prompt_len_B)
+    return _pick_write(tokens_BxL, pos, key_B, value_B)
+
+  return jax.lax.fori_loop(jnp.min(prompt_len_B) // 2, tokens_BxL.shape[1] // 2, body,
+                           tokens_BxL)
+
+
+_ar_pick_jit = jax.jit(_ar_pick_loop,
+                       static_argnames=("logits_fn", "num_keys", "score", "legal_fn"))
+
+
+def ar_pick(logits_fn: LogitsFn, tokens_BxL: jax.Array, prompt_len_B: jax.Array, *,
+            num_keys: int, score: str = "top_prob", legal_fn: LegalFn | None = None
+            ) -> jax.Array:
+  """Confident-key decoding of (key, value) pairs with a causal model; traceable.
+
+  The sequence is pairs (key at 2k, value at 2k + 1) from position 0, keys being the
+  ids [0, num_keys) (Sudoku 'cell' layout: a cell id, then its digit). For each pair
+  slot after the prompt, every key not written earlier in the row (and legal by
+  `legal_fn(tokens, 2k)`, where given) is tried: one forward pass with the key at 2k
+  gives p(value | prefix, key) at 2k + 1 over the values (ids >= num_keys, legal by
+  `legal_fn(tokens, 2k + 1)`), renormalised. The key with the highest `score` of
+  that distribution ('top_prob': its largest probability; 'margin': largest minus
+  second; 'entropy': minus its entropy; ties to the lower key) is written with its
+  most probable value. This is the MDM's adaptive order (Kim et al. 2025, section 3)
+  brought to a causal model: the model's own p(key | prefix) is not used. Costs
+  num_keys full forward passes per pair (`ar_pick_cached`: single-token steps).
+
+  prompt_len_B: int[B], even (whole pairs), in [0, L]; positions < prompt_len_B[b]
+  are kept, later ones overwritten. Returns int32[B, L].
+  """
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be callable, got {type(logits_fn).__name__}")
+  num_keys = _check_pick(tokens_BxL, prompt_len_B, num_keys, score, legal_fn)
+  return _ar_pick_jit(logits_fn, tokens_BxL, prompt_len_B, num_keys, score, legal_fn)
+
+
+def _ar_pick_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
+                         prompt_len_B: jax.Array, num_keys: int, score: str,
+                         legal_fn: LegalFn | None) -> jax.Array:
+  tokens_BxL = jnp.asarray(tokens_BxL).astype(jnp.int32)
+  prompt_len_B = jnp.asarray(prompt_len_B).astype(jnp.int32)
+  batch = tokens_BxL.shape[0]
+  iota_L = jnp.arange(tokens_BxL.shape[1])
+  # Positions before the shortest prompt are final: one causal pass caches them.
+  cache = kv_cache.prefill(config, params, tokens_BxL)
+
+  def body(pair: jax.Array, carry: tuple[jax.Array, Any]) -> tuple[jax.Array, Any]:
+    tokens_BxL, cache = carry
+    pos = 2 * pair
+
+    def candidate(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+      logits_BxV, _ = kv_cache.decode_step(config, params, cache,
+                                           jnp.full((batch,), key, jnp.int32), pos)
+      tried_BxL = jnp.where(iota_L == pos, key, tokens_BxL)
+      return _pick_value(logits_BxV, tried_BxL, pos + 1, num_keys, score, legal_fn)
+
+    score_KxB, value_KxB = jax.lax.map(candidate, jnp.arange(num_keys, dtype=jnp.int32))
+    ok_BxK = _pick_keys(tokens_BxL, pos, num_keys, legal_fn, config.vocab_size)
+    key_B, value_B = _pick_choose(score_KxB, value_KxB, ok_BxK, tokens_BxL, pos,
+                                  prompt_len_B)
+    _, cache = kv_cache.decode_step(config, params, cache, key_B, pos)
+    _, cache = kv_cache.decode_step(config, params, cache, value_B, pos + 1)
+    return _pick_write(tokens_BxL, pos, key_B, value_B), cache
+
+  return jax.lax.fori_loop(jnp.min(prompt_len_B) // 2, tokens_BxL.shape[1] // 2, body,
+                           (tokens_BxL, cache))[0]
+
+
+_ar_pick_cached_jit = jax.jit(_ar_pick_cached_loop,
+                              static_argnames=("config", "num_keys", "score", "legal_fn"))
+
+
+def ar_pick_cached(model: Any, params: Any, tokens_BxL: jax.Array,
+                   prompt_len_B: jax.Array, *, num_keys: int, score: str = "top_prob",
+                   legal_fn: LegalFn | None = None) -> jax.Array:
+  """`ar_pick` for a causal `models.Transformer`, with a key/value cache: each tried
+  key is one single-token step from the cached prefix, then two steps write the pair;
+  the same tokens (tests/test_ar_decode.py). Args as for `ar_greedy_cached` and
+  `ar_pick`."""
+  config = kv_cache.check_config(model)
+  kv_cache.network_params(params)
+  num_keys = _check_pick(tokens_BxL, prompt_len_B, num_keys, score, legal_fn)
+  if tokens_BxL.shape[1] > config.seq_len:
+    raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds the model's "
+                     f"seq_len={config.seq_len}")
+  if num_keys >= config.vocab_size:
+    raise ValueError(f"num_keys={num_keys} leaves no value ids in the model's "
+                     f"vocab_size={config.vocab_size}")
+  return _ar_pick_cached_jit(config, params, tokens_BxL, prompt_len_B, num_keys, score,
+                             legal_fn)

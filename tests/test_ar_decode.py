@@ -213,3 +213,106 @@ def test_beam_bad_width():
   for width in (0, 2.5, True):
     with pytest.raises(ValueError, match="beam width"):
       sampling.ar_beam_cached(model, params, tokens, prompt_len, width)
+
+
+# (key, value) pair layouts for ar_pick: keys 0..5, values 6..9, six pairs.
+PAIR_KEYS, PAIR_VOCAB = 6, 10
+PAIR_LEN = 2 * PAIR_KEYS
+
+
+def _pair_prompts(lengths, seed=0):
+  """Rows whose first lengths[b] positions are whole (distinct key, value) pairs."""
+  rng = np.random.default_rng(seed)
+  tokens = np.zeros((len(lengths), PAIR_LEN), np.int32)
+  for b, n in enumerate(lengths):
+    keys = rng.permutation(PAIR_KEYS)[:n // 2]
+    tokens[b, 0:n:2] = keys
+    tokens[b, 1:n:2] = rng.integers(PAIR_KEYS, PAIR_VOCAB, size=n // 2)
+  return tokens, np.asarray(lengths, np.int32)
+
+
+@pytest.mark.parametrize("style", ["gpt2", "llama"])
+@pytest.mark.parametrize("score", sampling.PICK_SCORES)
+def test_cached_pick_equals_full_recompute(style, score):
+  config = tfm.preset("tiny", vocab_size=PAIR_VOCAB, seq_len=PAIR_LEN, causal=True,
+                      dropout=0.0, init_std=0.3,
+                      **dict(STYLES[style], max_positions=PAIR_LEN)
+                      if style == "gpt2" else STYLES[style])
+  model = tfm.Transformer(config)
+  params = model.init(jax.random.key(3), jnp.zeros((1, PAIR_LEN), jnp.int32))["params"]
+  apply = lambda t: model.apply({"params": params}, t)  # noqa: E731
+  tokens, plen = _pair_prompts([0, 2, 4, PAIR_LEN, 6, 2], seed=1)
+  want = np.asarray(sampling.ar_pick(apply, tokens, plen, num_keys=PAIR_KEYS, score=score))
+  got = np.asarray(sampling.ar_pick_cached(model, params, tokens, plen,
+                                           num_keys=PAIR_KEYS, score=score))
+  np.testing.assert_array_equal(got, want)
+  kept = plen[:, None] > np.arange(PAIR_LEN)
+  np.testing.assert_array_equal(got[kept], tokens[kept])
+  for row in got:  # every key once, every value slot a value
+    assert sorted(row[0::2].tolist()) == list(range(PAIR_KEYS))
+    assert row[1::2].min() >= PAIR_KEYS
+  # Traceable inside a user's jit.
+  jitted = jax.jit(lambda t, n: sampling.ar_pick_cached(model.config, params, t, n,
+                                                        num_keys=PAIR_KEYS, score=score))
+  np.testing.assert_array_equal(jitted(tokens, plen), want)
+
+
+# How sure a toy model is of each key's value (value 6 + key % 4): keys in order of
+# confidence are 1, 3, 2, 4, 0, 5.
+_STRENGTH = jnp.asarray([1.0, 5.0, 3.0, 4.0, 2.0, 0.5])
+
+
+def _confidence_model(tokens_BxL):
+  """logits[:, i] at a key slot i: strength[key] * one_hot(6 + key % 4)."""
+  keys_BxL = jnp.clip(tokens_BxL, 0, PAIR_KEYS - 1)
+  logits_BxLxV = (_STRENGTH[keys_BxL][..., None]
+                  * jax.nn.one_hot(PAIR_KEYS + keys_BxL % 4, PAIR_VOCAB))
+  is_key_L = jnp.arange(tokens_BxL.shape[1]) % 2 == 0
+  return jnp.where(is_key_L[None, :, None], logits_BxLxV, 0.0)
+
+
+@pytest.mark.parametrize("score", sampling.PICK_SCORES)
+def test_pick_writes_the_most_confident_key_first(score):
+  tokens, plen = _pair_prompts([0, 0], seed=0)
+  plen = np.array([0, 2], np.int32)
+  tokens[1, :2] = [3, 9]  # row 1's prompt: key 3 given
+  out = np.asarray(sampling.ar_pick(_confidence_model, tokens, plen,
+                                    num_keys=PAIR_KEYS, score=score))
+  np.testing.assert_array_equal(out[0, 0::2], [1, 3, 2, 4, 0, 5])
+  np.testing.assert_array_equal(out[1, 0::2], [3, 1, 2, 4, 0, 5])
+  np.testing.assert_array_equal(out[0, 1::2], PAIR_KEYS + np.array([1, 3, 2, 4, 0, 5]) % 4)
+  assert out[1, 1] == 9  # the prompt's value is kept
+
+
+def test_pick_legal_values_are_renormalised():
+  # Values 6 and 7 illegal: keys 0, 1, 4, 5 (best value 6 or 7) see a uniform choice
+  # between 8 and 9, so they come last, lowest key first, each with value 8.
+  def legal(tokens_BxL, pos):
+    del tokens_BxL
+    values = jnp.arange(PAIR_VOCAB) >= 8
+    return jnp.broadcast_to(jnp.where(pos % 2 == 1, values, jnp.arange(PAIR_VOCAB) < 6),
+                            (2, PAIR_VOCAB))
+  tokens, plen = _pair_prompts([0, 0])
+  out = np.asarray(sampling.ar_pick(_confidence_model, tokens, plen, num_keys=PAIR_KEYS,
+                                    score="top_prob", legal_fn=legal))
+  np.testing.assert_array_equal(out[0, 0::2], [3, 2, 0, 1, 4, 5])
+  np.testing.assert_array_equal(out[0, 1::2], [9, 8, 8, 8, 8, 8])
+
+
+def test_pick_bad_inputs():
+  tokens, plen = _pair_prompts([2, 4])
+  kwargs = dict(num_keys=PAIR_KEYS)
+  with pytest.raises(ValueError, match="even"):
+    sampling.ar_pick(_confidence_model, tokens, np.array([2, 3], np.int32), **kwargs)
+  with pytest.raises(ValueError, match="even"):
+    sampling.ar_pick(_confidence_model, tokens[:, :11], plen, **kwargs)
+  with pytest.raises(ValueError, match="score"):
+    sampling.ar_pick(_confidence_model, tokens, plen, score="greedy", **kwargs)
+  with pytest.raises(ValueError, match="num_keys"):
+    sampling.ar_pick(_confidence_model, tokens, plen, num_keys=0)
+  with pytest.raises(ValueError, match="prompt_len"):
+    sampling.ar_pick(_confidence_model, tokens, np.array([2, 14], np.int32), **kwargs)
+  model, params = _model("gpt2")  # vocab 11 < num_keys 15
+  with pytest.raises(ValueError, match="no value ids"):
+    sampling.ar_pick_cached(model, params, np.zeros((2, 30), np.int32), plen,
+                            num_keys=15)

@@ -364,6 +364,11 @@ def test_markdown_table_layout():
   assert md[3].startswith("| MDM top prob margin | 6.3M | 89.49% | 93.76% | 99.00% | 50.0 |")
   assert ev.method_label("mdm", "margin") == "MDM top prob margin"
   assert ev.method_label("arm", "greedy", "row_major") == "ARM (without ordering)"
+  assert ev.method_label("arm", "greedy", "random", "beam 4") == "ARM (random order, beam 4)"
+  assert ev.arm_decoding({"objective": "arm", "arm_pick": "top_prob"}) == (
+      "next cell by top prob")
+  assert ev.arm_decoding({"objective": "arm", "arm_pick": "", "arm_beam": 16}) == "beam 16"
+  assert ev.arm_decoding({"objective": "arm", "arm_pick": "", "arm_beam": 1}) is None
 
 
 def _grid_task_name():
@@ -553,6 +558,18 @@ def test_evaluate_arm_and_pi_checkpoints(tmp_path, capsys):
   with pytest.raises(ValueError, match="arm_beam"):
     ev.evaluate(config, workdir, num_puzzles=8, plots=False)
   config.eval.arm_beam = 1
+  config.eval.arm_pick = "margin"
+  if _grid_task_name() == "sudoku":  # the (cell, digit) layout: confident-cell decoding
+    with pytest.raises(ValueError, match="arm_vocab='cell'"):
+      ev.evaluate(config, workdir, num_puzzles=8, plots=False)
+    config.task.params = {"box_rows": 2, "box_cols": 2, "arm_vocab": "cell"}
+    workdir = str(tmp_path / "arm_cell")
+    _initialised_checkpoint(config, workdir)
+    picked = ev.evaluate(config, workdir, num_puzzles=8, plots=False)
+    assert picked["arm_pick"] == "margin"
+    assert "| ARM (with ordering, next cell by top prob margin) |" in (
+        capsys.readouterr().out)
+  config.eval.arm_pick = ""
 
   config.objective = "pi"
   config.data.ordering = ""
@@ -561,3 +578,69 @@ def test_evaluate_arm_and_pi_checkpoints(tmp_path, capsys):
   out = ev.evaluate(config, workdir)
   assert out["splits"] == {} and out["plots"] == [
       os.path.join(workdir, "eval", "loss_curves.png")]
+
+
+def _naked_single_arm(task):
+  """A causal 'model' of the Sudoku 'cell' ARM layout that knows naked singles only:
+  at a key slot holding cell c, its value logits are sure of c's one remaining digit
+  when the pairs before it leave c a single candidate, and flat otherwise; it never
+  predicts which cell comes next (flat key logits)."""
+  g, n = task.geometry, task.n
+  cells = n * n
+  peers_CxC = np.zeros((cells, cells), bool)
+  for unit in np.asarray(g.units):
+    peers_CxC[np.ix_(unit, unit)] = True
+  peers = jnp.asarray(peers_CxC)
+  vocab = task.arm_layout("solver").vocab_size
+
+  def logits_fn(tokens_BxL):
+    b, length = tokens_BxL.shape
+    keys_BxP, values_BxP = tokens_BxL[:, 0::2], tokens_BxL[:, 1::2] - cells
+    pairs = length // 2
+    before_PxP = jnp.arange(pairs)[None, :] < jnp.arange(pairs)[:, None]  # [slot, pair]
+    # held[b, slot, cell, digit]: a pair before `slot` wrote `digit` into `cell`.
+    held = (before_PxP[None, :, :, None, None]
+            & (keys_BxP[:, None, :, None, None] == jnp.arange(cells)[:, None])
+            & (values_BxP[:, None, :, None, None] == jnp.arange(n))).any(2)
+    seen = jnp.einsum("cd,bsdv->bscv", peers.astype(jnp.int32), held.astype(jnp.int32)) > 0
+    cand_BxPxV = ~jnp.take_along_axis(
+        seen, jnp.clip(keys_BxP, 0, cells - 1)[:, :, None, None], axis=2)[:, :, 0]
+    sure = 10.0 * (cand_BxPxV.sum(-1, keepdims=True) == 1) * cand_BxPxV
+    logits = jnp.zeros((b, pairs, 2, vocab)).at[:, :, 0, cells:cells + n].set(sure)
+    return logits.reshape(b, length, vocab)
+  return logits_fn
+
+
+def _singles_solvable(task, examples):
+  """bool[N]: puzzles that naked singles alone complete."""
+  g, n = task.geometry, task.n
+  board = np.asarray(examples["puzzle"]).astype(np.int64).copy()
+  for _ in range(n * n):
+    held = board[..., None] == np.arange(1, n + 1)
+    present = held[:, np.asarray(g.units)].any(2)
+    cand = ~present[:, np.asarray(g.cell_units)].any(2) & (board == 0)[..., None]
+    naked = cand.sum(-1) == 1
+    board = np.where(naked, cand.argmax(-1) + 1, board)
+  return (board > 0).all(1)
+
+
+def test_arm_pick_finds_the_forced_cells_that_greedy_order_misses():
+  task = data.get_task("sudoku", box_rows=2, box_cols=3, arm_vocab="cell")
+  examples = task.generate("test", 24, seed=2)
+  fn = _naked_single_arm(task)
+  kwargs = dict(key=jax.random.PRNGKey(0), logits_fn=fn, strategies=("greedy",),
+                arm_ordering="solver", batch_size=8)
+  solvable = _singles_solvable(task, examples)
+  assert solvable.sum() >= 6
+  for score in ("top_prob", "margin", "entropy"):
+    r = ev.evaluate_strategies(task, examples, arm_pick=score, **kwargs)["greedy"]
+    assert r.solved_N[solvable].all(), score
+  greedy = ev.evaluate_strategies(task, examples, **kwargs)["greedy"]
+  assert greedy.solved_N.sum() < solvable.sum() / 2  # lowest empty cell first: guesses
+  with pytest.raises(ValueError, match="arm_pick must be"):
+    ev.evaluate_strategies(task, examples, arm_pick="greedy", **kwargs)
+  with pytest.raises(ValueError, match="choose one"):
+    ev.evaluate_strategies(task, examples, arm_pick="margin", arm_beam=4, **kwargs)
+  shared = data.get_task("sudoku", box_rows=2, box_cols=3)
+  with pytest.raises(ValueError, match="arm_vocab='cell'"):
+    ev.evaluate_strategies(shared, examples, arm_pick="margin", **kwargs)

@@ -136,6 +136,13 @@ class Task(abc.ABC):
     as an MDM only fills masked positions. It says nothing about the puzzle's rules."""
     return None
 
+  def arm_pick_keys(self) -> int | None:
+    """K when the ARM layout is (key, value) pairs from position 0, keys the ids
+    [0, K) and values the ids >= K, with whole pairs as the prompt: then
+    `sampling.ar_pick` can choose which key comes next (`config.eval.arm_pick`).
+    None for other layouts."""
+    return None
+
   def rule_mask_fn(self) -> Callable[[Any], Any] | None:
     """None, or a traceable `allowed(tokens_BxL) -> bool[B, L, V]` of the MDM layout:
     the tokens that break none of the puzzle's rules given the tokens already written

@@ -700,6 +700,10 @@ class SudokuTask(Task):
     loss_mask = np.arange(tokens.shape[1])[None] >= prompt_len[:, None]
     return {"tokens": tokens, "loss_mask": loss_mask, "prompt_len": prompt_len}
 
+  def arm_pick_keys(self) -> int | None:
+    """n * n for `arm_vocab='cell'` ((cell id, digit) pairs); None otherwise."""
+    return self.n * self.n if self.arm_vocab == "cell" else None
+
   def arm_legal_fn(self) -> Any:
     """Greedy ARM decoding's legal moves in every `arm_vocab`: a row that still has an
     empty cell, then a column whose cell in that row is empty, then a digit; or an
