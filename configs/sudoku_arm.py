@@ -19,7 +19,10 @@ Presets:
          puzzles, solver and random orders none (with the paper's triples and
          3,600 steps no order solved any); with `structure`, the solver order 5.6%
          greedy, 12.6 / 16.8 / 19.0% with beam width 4 / 16 / 64
-         (`config.eval.arm_beam`, `benchmarks/arm_beam.py`).
+         (`config.eval.arm_beam`, `benchmarks/arm_beam.py`); a retrained
+         checkpoint (9.2% greedy) solves 71.4% with confident-cell decoding
+         (`config.eval.arm_pick=margin`, not the paper's ARM decoding), the random
+         order 0%.
   paper  arm-42m (8 x 576, 8 heads, MLP 3456, qk-norm, dropout 0.2), AdamW lr 2e-4,
          betas (0.9, 0.95), wd 0.005, 10k warm-up, cosine to 0.2x, batch 64, clip 1.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).

@@ -68,7 +68,7 @@ class StrategyResult:
   # (NaN where undefined), and that solver order; None when there is none.
   corr_N: np.ndarray | None = None
   solver_rank_NxL: np.ndarray | None = None
-  # Mean forward passes per puzzle (SampleOutput.nfe; ARM: decoded tokens).
+  # Mean forward passes per puzzle (SampleOutput.nfe; ARM: single-token forwards).
   mean_nfe: float = float("nan")
 
   def summary(self) -> dict[str, Any]:
@@ -526,9 +526,9 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
                     arm_ordering=arm_ordering, arm_model=arm_model, arm_legal=arm_legal,
                     arm_beam=arm_beam, arm_pick=arm_pick)
     inputs, decoded, out, seconds, timed = generate(gen, batch_size, shard)
-    result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL,
-                    np.asarray(out[0]).shape[1] - inputs["prompt_len"], None, seconds,
-                    timed)
+    tokens_N = np.asarray(out[0]).shape[1] - inputs["prompt_len"]
+    result = _score(task, examples, ARM_STRATEGY, decoded, maskable_NxL, tokens_N, None,
+                    seconds, timed, _arm_forwards(task, tokens_N, arm_beam, arm_pick))
     results[ARM_STRATEGY] = result
     if verbose:
       print(_progress_line(result), flush=True)
@@ -550,6 +550,16 @@ def evaluate_strategies(task: base.Task, examples: base.Examples, *,
     if verbose:
       print(_progress_line(result), flush=True)
   return results
+
+
+def _arm_forwards(task: base.Task, tokens_N: np.ndarray, arm_beam: int,
+                  arm_pick: str) -> np.ndarray:
+  """ARM NFE per puzzle, in single-token forwards of the causal model: one per decoded
+  token (greedy), `arm_beam` per token (beam search), or per (key, value) pair one per
+  tried key plus two that write the pair (`arm_pick`)."""
+  if arm_pick:
+    return tokens_N // 2 * (int(task.arm_pick_keys()) + 2)
+  return tokens_N * max(int(arm_beam), 1)
 
 
 def _as_tuple(out: sampling.SampleOutput

@@ -637,6 +637,10 @@ def test_arm_pick_finds_the_forced_cells_that_greedy_order_misses():
     assert r.solved_N[solvable].all(), score
   greedy = ev.evaluate_strategies(task, examples, **kwargs)["greedy"]
   assert greedy.solved_N.sum() < solvable.sum() / 2  # lowest empty cell first: guesses
+  # NFE counts single-token forwards: per (cell, digit) pair 36 tried cells + 2 writes.
+  blanks = (np.asarray(examples["puzzle"]) == 0).sum(1)
+  np.testing.assert_allclose(greedy.mean_nfe, 2 * blanks.mean())
+  np.testing.assert_allclose(r.mean_nfe, 38 * blanks.mean())
   with pytest.raises(ValueError, match="arm_pick must be"):
     ev.evaluate_strategies(task, examples, arm_pick="greedy", **kwargs)
   with pytest.raises(ValueError, match="choose one"):

@@ -45,6 +45,21 @@ def test_zebra_probe_reports_errors_with_and_without_clues(runs, capsys):
   assert len(errors) == 6 and all(0.0 <= e <= 1.0 for e in errors)
 
 
+def test_zebra_probe_orders_by_confidence_and_solver_rank(runs, capsys):
+  assert _probe("zebra_probe").main([runs["zebra"], "--num", "40", "--step", "6",
+                                     "--orders"]) == 0
+  out = capsys.readouterr().out
+  ranks = re.findall(r"^\| (\d+) \| (\d\.\d{4}) / (\d\.\d{3}) \| (\d\.\d{4}) \|$", out, re.M)
+  assert [int(r[0]) for r in ranks] == list(range(1, 10))  # 3x3 puzzles: nine cells
+  conf = [float(r[2]) for r in ranks]
+  assert conf == sorted(conf, reverse=True)  # ranked by the model's confidence
+  # Over all nine ranks both columns score every cell once: the same mean error.
+  assert abs(sum(float(r[1]) for r in ranks) - sum(float(r[3]) for r in ranks)) < 1e-3
+  m = re.search(r"all right in (\d+\.\d)%; first wrong cell at step 1\.\.9: (.*)$", out, re.M)
+  shares = [float(x.rstrip("%")) for x in m.group(2).split(" / ")]
+  assert len(shares) == 9 and abs(float(m.group(1)) + sum(shares) - 100) < 0.6
+
+
 def test_lo_nae_sat_probe_reports_errors_and_sample_diversity(runs, capsys):
   assert _probe("lo_nae_sat_probe").main([runs["lo"], "--num", "30"]) == 0
   out = capsys.readouterr().out
