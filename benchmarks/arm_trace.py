@@ -1,6 +1,6 @@
 r"""Where does a Sudoku ARM's greedy decoding go wrong? Replays its moves on the board.
 
-  python benchmarks/arm_trace.py WORKDIR [--split test] [--num 500] [--beam 1]
+  python benchmarks/arm_trace.py WORKDIR [--split test] [--num 500] [--beam 1 | --pick SCORE]
 
 Decodes the first `--num` puzzles of the run's `--split` (legal moves, key/value
 cache, as the evaluation does), then replays each puzzle's answer moves in the order
@@ -11,7 +11,8 @@ row, column or box). It prints the share of forced moves, the digit accuracy on 
 cells, and what the first wrong move was: a wrong digit in a forced cell (the model
 misread the constraints) or a guess in a cell that no single forces (the model chose
 the wrong cell to write next). The solver's own order is replayed the same way as a
-reference.
+reference. `--pick top_prob|margin|entropy` decodes with confident-cell decoding
+(`config.eval.arm_pick`, 'cell' layout) instead of the model's own next cell.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
   p.add_argument("--split", default="test")
   p.add_argument("--num", type=int, default=500)
   p.add_argument("--beam", type=int, default=1)
+  p.add_argument("--pick", default="", help="confident-cell decoding score (arm_pick)")
   p.add_argument("--batch", type=int, default=100)
   args = p.parse_args(argv)
   try:
@@ -76,6 +78,9 @@ def main(argv=None) -> int:
       raise ValueError(f"{args.workdir} is not a Sudoku ARM run")
     cfg = config_schema.merge_saved(r.config)
     examples = evaluate._dataset(cfg, r.config, r.task, args.split)  # pylint: disable=protected-access
+    gen = evaluate.Generator(r.task, evaluate.ARM_STRATEGY, apply_fn=r.apply_fn,
+                             arm_ordering=str(r.config.data.ordering), arm_model=r.model,
+                             arm_beam=args.beam, arm_pick=args.pick)
   except ValueError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
@@ -83,8 +88,6 @@ def main(argv=None) -> int:
   num = min(args.num, len(examples["puzzle"]))
   examples = {k: np.asarray(v[:num]) for k, v in examples.items()}
   ordering = str(r.config.data.ordering)
-  gen = evaluate.Generator(task, evaluate.ARM_STRATEGY, apply_fn=r.apply_fn,
-                           arm_ordering=ordering, arm_model=r.model, arm_beam=args.beam)
   key = jax.random.PRNGKey(0)
   toks = []
   for i in range(0, num, args.batch):
@@ -106,7 +109,8 @@ def main(argv=None) -> int:
     model.append(replay(g, puzzle[i], solution[i], moves))
     solver.append(replay(g, puzzle[i], solution[i], [
         (int(c), int(solution[i, c])) for c in solver_cells[i, prompt[i]:]]))
-  print(f"{args.workdir} ({ordering} order, beam {args.beam}): {num} '{args.split}' puzzles")
+  decoding = f"pick {args.pick}" if args.pick else f"beam {args.beam}"
+  print(f"{args.workdir} ({ordering} order, {decoding}): {num} '{args.split}' puzzles")
   summarize("model ", model)
   summarize("solver", solver)
   return 0

@@ -79,3 +79,34 @@ def test_probe_of_the_wrong_task_is_a_one_line_error(runs, probe, other, capsys)
   assert _probe(probe).main([runs[other], "--num", "4"]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "not" in err
+
+
+def test_arm_trace_replay_classifies_the_first_wrong_move():
+  trace = _probe("arm_trace")
+  from mdm_jax import data  # pylint: disable=g-import-not-at-top
+  from mdm_jax.data import sudoku as sd  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  task = data.get_task("sudoku", box_rows=2, box_cols=3)
+  ex = task.generate("test", 8, seed=0)
+  g = task.geometry
+  for i in range(8):
+    puzzle, solution = ex["puzzle"][i], ex["solution"][i]
+    solver = task.cell_order({k: v[i:i + 1] for k, v in ex.items()}, "solver")[0]
+    blanks = [int(c) for c in solver if puzzle[c] == 0]
+    right = trace.replay(g, puzzle, solution, [(c, int(solution[c])) for c in blanks])
+    assert right["first_error"] == 0 and right["forced_right"] + right["free_right"] == len(blanks)
+    forced = np.flatnonzero(sd.forced_cells(g, puzzle[None])[0])
+    free = np.flatnonzero((puzzle == 0) & ~sd.forced_cells(g, puzzle[None])[0])
+    wrong = lambda c: int(solution[c]) % task.n + 1  # noqa: E731  # any other digit
+    assert trace.replay(g, puzzle, solution, [(int(forced[0]), wrong(forced[0]))]) == {
+        "forced": 1, "forced_right": 0, "free": 0, "free_right": 0, "first_error": 1}
+    if len(free):
+      out = trace.replay(g, puzzle, solution, [(int(free[0]), wrong(free[0]))])
+      assert out["first_error"] == 2 and out["free"] == 1
+
+
+def test_arm_trace_bad_input_is_a_one_line_error(runs, capsys):
+  assert _probe("arm_trace").main([runs["zebra"], "--num", "0"]) == 2
+  assert capsys.readouterr().err.strip().startswith("error: --num")
+  assert _probe("arm_trace").main([runs["zebra"]]) == 2
+  assert "is not a Sudoku ARM run" in capsys.readouterr().err
