@@ -280,40 +280,28 @@ class Generator:
                          f" got {arm_ordering!r}")
       self.arm_ordering = arm_ordering
       legal = task.arm_legal_fn() if arm_legal else None
-      if arm_pick:
-        num_keys = _check_arm_pick(task, arm_pick, arm_beam)
-        pick = dict(num_keys=num_keys, score=arm_pick, legal_fn=legal)
-        if logits_fn is not None:
-          self._fn = lambda params, tokens, plen, key: sampling.ar_pick(
-              logits_fn, tokens, plen, **pick)
-        elif arm_model is not None:
-          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_pick_cached(
-              arm_model, params, tokens, plen, **pick))
-        else:
-          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_pick(
-              functools.partial(apply_fn, params), tokens, plen, **pick))
-        return
-      if arm_beam != 1:
+      if arm_pick:  # (full-forward decoder, key/value-cached decoder)
+        pick = dict(num_keys=_check_arm_pick(task, arm_pick, arm_beam), score=arm_pick,
+                    legal_fn=legal)
+        full = functools.partial(sampling.ar_pick, **pick)
+        cached = functools.partial(sampling.ar_pick_cached, **pick)
+      elif arm_beam != 1:
         width = _check_int("arm_beam", arm_beam, 1)
-        if logits_fn is not None:
-          self._fn = lambda params, tokens, plen, key: sampling.ar_beam(
-              logits_fn, tokens, plen, width, legal)
-        elif arm_model is not None:
-          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_beam_cached(
-              arm_model, params, tokens, plen, width, legal))
-        else:
-          self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_beam(
-              functools.partial(apply_fn, params), tokens, plen, width, legal))
-        return
-      if logits_fn is not None:
-        self._fn = lambda params, tokens, plen, key: sampling.ar_greedy(
-            logits_fn, tokens, plen, legal)
-      elif arm_model is not None:
-        self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy_cached(
-            arm_model, params, tokens, plen, legal))
+        full = lambda fn, tokens, plen: sampling.ar_beam(fn, tokens, plen, width, legal)  # noqa: E731
+        cached = lambda model, params, tokens, plen: sampling.ar_beam_cached(  # noqa: E731
+            model, params, tokens, plen, width, legal)
       else:
-        self._fn = jax.jit(lambda params, tokens, plen, key: sampling.ar_greedy(
-            functools.partial(apply_fn, params), tokens, plen, legal))
+        full = lambda fn, tokens, plen: sampling.ar_greedy(fn, tokens, plen, legal)  # noqa: E731
+        cached = lambda model, params, tokens, plen: sampling.ar_greedy_cached(  # noqa: E731
+            model, params, tokens, plen, legal)
+      if logits_fn is not None:
+        self._fn = lambda params, tokens, plen, key: full(logits_fn, tokens, plen)
+      elif arm_model is not None:
+        self._fn = jax.jit(lambda params, tokens, plen, key: cached(
+            arm_model, params, tokens, plen))
+      else:
+        self._fn = jax.jit(lambda params, tokens, plen, key: full(
+            functools.partial(apply_fn, params), tokens, plen))
       return
     mask_id = int(task.mdm_layout().mask_id)
     opts = sampling.strategy_options(strategy, dict(options or {}))

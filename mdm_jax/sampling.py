@@ -1024,15 +1024,23 @@ def make_sampler(apply_fn: Callable[[Any, jax.Array], jax.Array], **options: Any
 LegalFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def _legal(legal_fn: LegalFn, tokens_BxL: jax.Array, pos: jax.Array,
+           shape: tuple[int, ...]) -> jax.Array:
+  """bool `shape` ([B, V]): `legal_fn(tokens_BxL, pos)`, checked against the logits'
+  shape at one position."""
+  legal_BxV = legal_fn(tokens_BxL, pos)
+  if legal_BxV.shape != tuple(shape):
+    raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
+                     f"position have shape {tuple(shape)}")
+  return legal_BxV
+
+
 def _legal_argmax(logits_BxV: jax.Array, tokens_BxL: jax.Array, pos: jax.Array,
                   legal_fn: LegalFn | None) -> jax.Array:
   """int32[B]: the best token, among `legal_fn(tokens_BxL, pos)` when given."""
   if legal_fn is not None:
-    legal_BxV = legal_fn(tokens_BxL, pos)
-    if legal_BxV.shape != logits_BxV.shape:
-      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
-                       f"position have shape {logits_BxV.shape}")
-    logits_BxV = jnp.where(legal_BxV, logits_BxV, -jnp.inf)
+    logits_BxV = jnp.where(_legal(legal_fn, tokens_BxL, pos, logits_BxV.shape),
+                           logits_BxV, -jnp.inf)
   return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
 
 
@@ -1081,7 +1089,9 @@ def _check_legal_fn(legal_fn: Any) -> None:
     raise ValueError(f"legal_fn must be callable or None, got {type(legal_fn).__name__}")
 
 
-def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
+def _check_prompt(tokens_BxL: Any, prompt_len_B: Any, min_len: int = 1
+                  ) -> np.ndarray | None:
+  """Checks tokens and prompt lengths in [min_len, L]; the lengths where concrete."""
   _check_tokens(tokens_BxL)
   shape = getattr(prompt_len_B, "shape", None)
   dtype = getattr(prompt_len_B, "dtype", None)
@@ -1090,11 +1100,14 @@ def _check_prompt(tokens_BxL: Any, prompt_len_B: Any) -> None:
                      f", got shape {shape}")
   if not jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
     raise ValueError(f"prompt_len_B must hold integers, got dtype {dtype}")
-  if _is_concrete(prompt_len_B):
-    lengths = np.asarray(prompt_len_B)
-    if lengths.min() < 1 or lengths.max() > tokens_BxL.shape[1]:
-      raise ValueError(f"prompt_len_B must lie in [1, {tokens_BxL.shape[1]}] (at least one "
-                       f"prompt token), got values in [{lengths.min()}, {lengths.max()}]")
+  if not _is_concrete(prompt_len_B):
+    return None
+  lengths = np.asarray(prompt_len_B)
+  if lengths.min() < min_len or lengths.max() > tokens_BxL.shape[1]:
+    why = " (at least one prompt token)" if min_len == 1 else ""
+    raise ValueError(f"prompt_len_B must lie in [{min_len}, {tokens_BxL.shape[1]}]{why}, "
+                     f"got values in [{lengths.min()}, {lengths.max()}]")
+  return lengths
 
 
 def _ar_cached_loop(config: Any, params: Any, tokens_BxL: jax.Array,
@@ -1164,11 +1177,8 @@ def _beam_select(logp_BWxV: jax.Array, score_BxW: jax.Array, tokens_BWxL: jax.Ar
   batch, width = score_BxW.shape
   vocab = logp_BWxV.shape[-1]
   if legal_fn is not None:
-    legal_BWxV = legal_fn(tokens_BWxL, pos)
-    if legal_BWxV.shape != logp_BWxV.shape:
-      raise ValueError(f"legal_fn returned shape {legal_BWxV.shape}; the logits at one "
-                       f"position have shape {logp_BWxV.shape}")
-    logp_BWxV = jnp.where(legal_BWxV, logp_BWxV, -jnp.inf)
+    logp_BWxV = jnp.where(_legal(legal_fn, tokens_BWxL, pos, logp_BWxV.shape),
+                          logp_BWxV, -jnp.inf)
   active_BW = jnp.repeat(pos >= prompt_len_B, width)
   kept_BWxV = jax.nn.one_hot(tokens_BWxL[:, pos], vocab, dtype=jnp.bool_)
   logp_BWxV = jnp.where(active_BW[:, None], logp_BWxV,
@@ -1302,21 +1312,10 @@ def _check_pick(tokens_BxL: Any, prompt_len_B: Any, num_keys: Any, score: Any,
   if tokens_BxL.shape[1] % 2:
     raise ValueError(f"ar_pick decodes (key, value) pairs: the sequence length must be "
                      f"even, got {tokens_BxL.shape[1]}")
-  shape = getattr(prompt_len_B, "shape", None)
-  dtype = getattr(prompt_len_B, "dtype", None)
-  if shape is None or len(shape) != 1 or shape[0] != tokens_BxL.shape[0]:
-    raise ValueError(f"prompt_len_B must be an integer array [batch={tokens_BxL.shape[0]}]"
-                     f", got shape {shape}")
-  if not jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
-    raise ValueError(f"prompt_len_B must hold integers, got dtype {dtype}")
-  if _is_concrete(prompt_len_B):
-    lengths = np.asarray(prompt_len_B)
-    if lengths.min() < 0 or lengths.max() > tokens_BxL.shape[1]:
-      raise ValueError(f"prompt_len_B must lie in [0, {tokens_BxL.shape[1]}], got values "
-                       f"in [{lengths.min()}, {lengths.max()}]")
-    if np.any(lengths % 2):
-      raise ValueError("ar_pick decodes (key, value) pairs: every prompt_len must be "
-                       f"even (whole pairs), got {sorted(set(lengths[lengths % 2].tolist()))}")
+  lengths = _check_prompt(tokens_BxL, prompt_len_B, min_len=0)
+  if lengths is not None and np.any(lengths % 2):
+    raise ValueError("ar_pick decodes (key, value) pairs: every prompt_len must be "
+                     f"even (whole pairs), got {sorted(set(lengths[lengths % 2].tolist()))}")
   return int(num_keys)
 
 
@@ -1331,11 +1330,7 @@ def _pick_keys(tokens_BxL: jax.Array, pos: jax.Array, num_keys: int,
                         & before_P[None, :, None], axis=1)
   ok_BxK = ~written_BxK
   if legal_fn is not None:
-    legal_BxV = legal_fn(tokens_BxL, pos)
-    if legal_BxV.shape != (batch, vocab):
-      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
-                       f"position have shape {(batch, vocab)}")
-    ok_BxK &= legal_BxV[:, :num_keys]
+    ok_BxK &= _legal(legal_fn, tokens_BxL, pos, (batch, vocab))[:, :num_keys]
   return ok_BxK
 
 
@@ -1343,26 +1338,16 @@ def _pick_value(logits_BxV: jax.Array, tokens_BxL: jax.Array, pos: jax.Array,
                 num_keys: int, score: str, legal_fn: LegalFn | None
                 ) -> tuple[jax.Array, jax.Array]:
   """(confidence float32[B], best value int32[B]) of the value at `pos` (a value slot),
-  over the legal values (ids >= num_keys, and `legal_fn` where given), renormalised."""
+  over the legal values (ids >= num_keys, and `legal_fn` where given), renormalised:
+  the MDM samplers' `score` of that distribution (`_scores_and_values`)."""
   ok_BxV = jnp.broadcast_to(jnp.arange(logits_BxV.shape[-1]) >= num_keys,
                             logits_BxV.shape)
   if legal_fn is not None:
-    legal_BxV = legal_fn(tokens_BxL, pos)
-    if legal_BxV.shape != logits_BxV.shape:
-      raise ValueError(f"legal_fn returned shape {legal_BxV.shape}; the logits at one "
-                       f"position have shape {logits_BxV.shape}")
-    ok_BxV &= legal_BxV
-  logp_BxV = jax.nn.log_softmax(
-      jnp.where(ok_BxV, logits_BxV.astype(jnp.float32), -jnp.inf), axis=-1)
-  p_BxV = jnp.exp(logp_BxV)
-  if score == "top_prob":
-    conf_B = jnp.max(p_BxV, axis=-1)
-  elif score == "margin":
-    top2_Bx2 = jax.lax.top_k(p_BxV, 2)[0]
-    conf_B = top2_Bx2[:, 0] - top2_Bx2[:, 1]
-  else:  # minus the entropy
-    conf_B = jnp.sum(jnp.where(p_BxV > 0, p_BxV * logp_BxV, 0.0), axis=-1)
-  return conf_B, jnp.argmax(logp_BxV, axis=-1).astype(jnp.int32)
+    ok_BxV &= _legal(legal_fn, tokens_BxL, pos, logits_BxV.shape)
+  masked_Bx1xV = jnp.where(ok_BxV, logits_BxV.astype(jnp.float32), -jnp.inf)[:, None]
+  score_Bx1, value_Bx1, _ = _scores_and_values(masked_Bx1xV, {}, strategy=score,
+                                               temperature=0.0)
+  return score_Bx1[:, 0], value_Bx1[:, 0]
 
 
 def _pick_choose(score_KxB: jax.Array, value_KxB: jax.Array, ok_BxK: jax.Array,
