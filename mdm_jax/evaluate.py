@@ -280,20 +280,19 @@ class Generator:
                          f" got {arm_ordering!r}")
       self.arm_ordering = arm_ordering
       legal = task.arm_legal_fn() if arm_legal else None
-      if arm_pick:  # (full-forward decoder, key/value-cached decoder)
+      # One decoder over full forwards (`full`), one over a key/value cache (`cached`).
+      if arm_pick:
         pick = dict(num_keys=_check_arm_pick(task, arm_pick, arm_beam), score=arm_pick,
                     legal_fn=legal)
         full = functools.partial(sampling.ar_pick, **pick)
         cached = functools.partial(sampling.ar_pick_cached, **pick)
       elif arm_beam != 1:
         width = _check_int("arm_beam", arm_beam, 1)
-        full = lambda fn, tokens, plen: sampling.ar_beam(fn, tokens, plen, width, legal)  # noqa: E731
-        cached = lambda model, params, tokens, plen: sampling.ar_beam_cached(  # noqa: E731
-            model, params, tokens, plen, width, legal)
+        full = functools.partial(sampling.ar_beam, width=width, legal_fn=legal)
+        cached = functools.partial(sampling.ar_beam_cached, width=width, legal_fn=legal)
       else:
-        full = lambda fn, tokens, plen: sampling.ar_greedy(fn, tokens, plen, legal)  # noqa: E731
-        cached = lambda model, params, tokens, plen: sampling.ar_greedy_cached(  # noqa: E731
-            model, params, tokens, plen, legal)
+        full = functools.partial(sampling.ar_greedy, legal_fn=legal)
+        cached = functools.partial(sampling.ar_greedy_cached, legal_fn=legal)
       if logits_fn is not None:
         self._fn = lambda params, tokens, plen, key: full(logits_fn, tokens, plen)
       elif arm_model is not None:
