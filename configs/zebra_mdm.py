@@ -15,6 +15,8 @@ so that a clue's operand and the answer cell holding it are the same token):
          With `structure,entity`, 45 minutes alone (step 7,894): 10.6 / 9.2 / 8.8%.
          Retrained (step 6,168, cores shared): 10.6 / 13.2 / 13.0%, but over 2,000
          test puzzles vanilla 10.0% and top prob 10.2%: no adaptive gain yet.
+         Trained 125 minutes (`--config.train.steps=18000`, stopped at 16,051):
+         14.8 / 18.0 / 18.4%; over 2,000 test puzzles 15.9 / 18.4 / 18.7%.
   paper  3-6 x 3-6 puzzles, llama-19m (8 x 384, 6 heads, SwiGLU 1536, RMSNorm, RoPE),
          lr 1e-3, batch 128, AdamW, cosine, 300 epochs of 1.5M puzzles.
   gpu    the paper's model trained briefly on one GPU (bfloat16 compute).
