@@ -15,7 +15,8 @@ CONFIGS = {
     "sudoku_mdm": ("demo", "cpu", "paper", "gpu", "paper,bf16", "cpu9,structure"),
     "sudoku_arm": ("demo", "paper", "gpu", "paper,row_major", "demo,random",
                    "cpu,solver,structure"),
-    "zebra_mdm": ("demo", "cpu", "paper", "gpu", "cpu,structure", "cpu,structure,entity"),
+    "zebra_mdm": ("demo", "cpu", "paper", "gpu", "cpu,structure", "cpu,structure,entity",
+                  "cpu,structure,entity,long"),
     "zebra_arm": ("demo", "paper,solver", "gpu,random", "cpu,solver,structure",
                   "cpu,random,entity"),
     "lo_nae_sat": ("demo", "cpu,16", "paper", "paper,25", "paper,30", "paper,40", "paper,50",
@@ -58,6 +59,15 @@ def test_every_preset_has_the_schema_and_validates(name):
       assert config.model.preset in ("gpt2-6m", "llama-19m", "arm-42m")
   with pytest.raises(ValueError, match="unknown preset"):
     module.get_config("nope")
+
+
+def test_zebra_long_option_sets_the_two_hour_schedule():
+  m = _load("zebra_mdm")
+  c = m.get_config("cpu,structure,entity,long")
+  assert (c.train.steps, c.train.max_seconds) == (18_000, 7_500.0)
+  assert m.get_config("cpu,structure,entity").train.steps == 8_000
+  with pytest.raises(ValueError, match="for the cpu preset"):
+    m.get_config("demo,long")
 
 
 def test_paper_hyper_parameters():
