@@ -70,6 +70,15 @@ def test_zebra_long_option_sets_the_two_hour_schedule():
     m.get_config("demo,long")
 
 
+def test_sudoku_cpu9_long_option_sets_the_two_hour_schedule():
+  m = _load("sudoku_mdm")
+  c = m.get_config("cpu9,long")
+  assert (c.train.steps, c.train.max_seconds) == (15_000, 6_600.0)
+  assert m.get_config("cpu9").train.steps == 8_000
+  with pytest.raises(ValueError, match="for the cpu9 preset"):
+    m.get_config("cpu,long")
+
+
 def test_paper_hyper_parameters():
   c = _load("sudoku_mdm").get_config("paper")
   assert (c.model.preset, c.train.lr, c.train.batch_size) == ("gpt2-6m", 1e-3, 128)
