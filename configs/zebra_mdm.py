@@ -62,16 +62,13 @@ def get_config(arg: str | None = None):
       c.eval.num_puzzles, c.eval.batch_size = 100_000, 1_000
     else:
       common.gpu_run(c, steps=100_000)
-  if "long" in options and preset != "cpu":
-    raise ValueError(f"option 'long' is for the cpu preset, not {preset!r}")
-  common.apply_options(c, options, {"entity": _entity_tokens, "long": _long})
+  # `long`: about 2 hours on 2 CPU cores, the run where adaptive orders pull ahead.
+  extra = {"entity": _entity_tokens, **common.long_option(
+      preset, options, only="cpu", steps=18_000, max_seconds=7_500)}
+  common.apply_options(c, options, extra)
   return c
 
 
 def _entity_tokens(c) -> None:
   c.task.params.update({"entity_tokens": True})
 
-
-def _long(c) -> None:
-  """About 2 hours on 2 CPU cores: the run where adaptive orders pull ahead."""
-  c.train.steps, c.train.max_seconds = 18_000, 7_500.0

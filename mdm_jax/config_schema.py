@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 
@@ -277,6 +277,18 @@ def apply_options(c: ml_collections.ConfigDict, options: list[str],
     else:
       valid = sorted(["bf16", "f32", "structure", *extra])
       raise ValueError(f"unknown preset option {opt!r}; choose from {', '.join(valid)}")
+
+
+def long_option(preset: str, options: list[str], *, only: str, steps: int,
+                max_seconds: float) -> dict[str, Callable[[ml_collections.ConfigDict], None]]:
+  """The 'long' preset option (for `apply_options`' `extra`): the `only` preset's recipe
+  on a longer schedule, `train.steps` and `train.max_seconds`; other presets refuse it."""
+  if "long" in options and preset != only:
+    raise ValueError(f"option 'long' is for the {only} preset, not {preset!r}")
+
+  def apply(c: ml_collections.ConfigDict) -> None:
+    c.train.steps, c.train.max_seconds = steps, float(max_seconds)
+  return {"long": apply}
 
 
 def set_arm_paper_optimizer(c: ml_collections.ConfigDict) -> None:

@@ -61,22 +61,17 @@ def test_every_preset_has_the_schema_and_validates(name):
     module.get_config("nope")
 
 
-def test_zebra_long_option_sets_the_two_hour_schedule():
-  m = _load("zebra_mdm")
-  c = m.get_config("cpu,structure,entity,long")
-  assert (c.train.steps, c.train.max_seconds) == (18_000, 7_500.0)
-  assert m.get_config("cpu,structure,entity").train.steps == 8_000
-  with pytest.raises(ValueError, match="for the cpu preset"):
-    m.get_config("demo,long")
-
-
-def test_sudoku_cpu9_long_option_sets_the_two_hour_schedule():
-  m = _load("sudoku_mdm")
-  c = m.get_config("cpu9,long")
-  assert (c.train.steps, c.train.max_seconds) == (15_000, 6_600.0)
-  assert m.get_config("cpu9").train.steps == 8_000
-  with pytest.raises(ValueError, match="for the cpu9 preset"):
-    m.get_config("cpu,long")
+@pytest.mark.parametrize("name, base, other, schedule", [
+    ("zebra_mdm", "cpu,structure,entity", "demo", (18_000, 7_500.0)),
+    ("sudoku_mdm", "cpu9", "cpu", (15_000, 6_600.0)),
+])
+def test_long_option_sets_the_two_hour_schedule(name, base, other, schedule):
+  m = _load(name)
+  c = m.get_config(base + ",long")
+  assert (c.train.steps, c.train.max_seconds) == schedule
+  assert m.get_config(base).train.steps == 8_000
+  with pytest.raises(ValueError, match=f"for the {base.split(',')[0]} preset"):
+    m.get_config(other + ",long")
 
 
 def test_paper_hyper_parameters():
